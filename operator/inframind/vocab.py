@@ -6,10 +6,10 @@ they live in one leaf module that imports nothing else from the package.
 
 from __future__ import annotations
 
-from enum import Enum
+from enum import StrEnum
 
 
-class Topology(str, Enum):
+class Topology(StrEnum):
     """How agents are wired for one query."""
 
     SINGLE = "single"  # one agent answers
@@ -19,7 +19,7 @@ class Topology(str, Enum):
     VERIFY = "verify"  # solver -> verifier -> (revise)
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     SOLVER = "solver"
     DRAFTER = "drafter"
     REFINER = "refiner"
@@ -29,7 +29,7 @@ class Role(str, Enum):
     VERIFIER = "verifier"
 
 
-class Depth(str, Enum):
+class Depth(StrEnum):
     """Reasoning depth of one agent step (names from the INFRAMIND paper)."""
 
     FLASH = "flash"  # answer directly
@@ -37,12 +37,12 @@ class Depth(str, Enum):
     DEEPTHINK = "deepthink"  # long step-by-step reasoning
 
 
-class TaskFamily(str, Enum):
+class TaskFamily(StrEnum):
     MATH = "math"
     CODE = "code"
     KNOWLEDGE = "knowledge"
 
 
-class SchedulerKind(str, Enum):
+class SchedulerKind(StrEnum):
     EDF = "edf"  # earliest deadline first: vLLM priority = deadline
     FCFS = "fcfs"  # first come first served: no priority sent

@@ -1,0 +1,1 @@
+"""The kopf operator: handlers -> flows -> reconcile (pure) and adapters (I/O)."""

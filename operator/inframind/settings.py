@@ -1,0 +1,53 @@
+"""One settings object for every InfraMind process, read from INFRAMIND_* environment variables."""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="INFRAMIND_", extra="ignore")
+
+    # --- operator -------------------------------------------------------
+    namespaces: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Namespaces to watch (JSON list or comma-separated); empty = all namespaces",
+    )
+    resync_seconds: float = Field(
+        default=30.0, gt=0, description="Level-based resync period of every resource"
+    )
+    metrics_period_seconds: float = Field(
+        default=15.0, gt=0, description="Operator metrics loop period (Prometheus pull)"
+    )
+    prometheus_url: str | None = Field(default=None, description="Prometheus base URL, if any")
+    vllm_image: str = "vllm/vllm-openai:v0.11.0"
+    vllm_port: int = 8000
+    gateway_image: str = "ghcr.io/inframind/inframind:0.1.0"
+    gateway_port: int = 8080
+    cluster_domain: str = "cluster.local"
+    operator_liveness: str | None = Field(
+        default=None, description="kopf liveness endpoint, e.g. http://0.0.0.0:8081/healthz"
+    )
+
+    # --- gateway --------------------------------------------------------
+    scrape_interval_seconds: float = Field(default=1.0, gt=0)
+
+    @field_validator("namespaces", mode="before")
+    @classmethod
+    def _split_namespaces(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.lstrip().startswith("["):
+                return json.loads(value)
+            return [v.strip() for v in value.split(",") if v.strip()]
+        return value
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Settings read once per process; tests build `Settings(...)` directly instead."""
+    return Settings()
