@@ -426,7 +426,10 @@ def select_pools(
     spec: AgentPipelineSpec, pools: Iterable[Mapping[str, Any]]
 ) -> tuple[list[Mapping[str, Any]], list[str]]:
     """The pools a pipeline uses (in spec order) and the names it asks for that are missing."""
-    by_name = {p["metadata"]["name"]: p for p in pools}
+    # A pool being deleted is already gone as far as routing is concerned.
+    by_name = {
+        p["metadata"]["name"]: p for p in pools if not p["metadata"].get("deletionTimestamp")
+    }
     if spec.pools is not None:
         found = [by_name[n] for n in spec.pools if n in by_name]
         return found, [n for n in spec.pools if n not in by_name]
