@@ -169,7 +169,7 @@ class ModelPoolSpec(CamelModel):
     profile: ModelProfile = Field(default_factory=ModelProfile)
     # Engines must run --scheduling-policy priority for EDF to take effect;
     # external pools declare whether theirs do.
-    priority_scheduling: bool = True
+    priority_scheduling_enabled: bool = True
 
     @model_validator(mode="after")
     def _exactly_one_mode(self) -> ModelPoolSpec:

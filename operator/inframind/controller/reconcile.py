@@ -472,7 +472,7 @@ def build_pipeline_config(
                 "model": parsed.model,
                 "servedModelName": served_name(name, parsed),
                 "endpoints": list(status.get("endpoints") or []),
-                "prioritySchedulingEnabled": parsed.priority_scheduling,
+                "prioritySchedulingEnabled": parsed.priority_scheduling_enabled,
                 "profile": parsed.profile.to_k8s(),
             }
         )
