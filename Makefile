@@ -1,0 +1,66 @@
+# InfraMind: the single entry point. `make demo` and `make test` each set up
+# everything they need on a fresh machine (venv, Python packages, Debian tools).
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# The venv is rebuilt only when the dependency list changes.
+DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
+STAMP := $(VENV)/.deps-$(DEPS_HASH)
+EXTRAS ?= dev,bench
+PYTEST_ARGS ?=
+
+.PHONY: help setup demo test unit integration lint crds crds-check bench clean
+
+help:
+	@echo "make demo   - run the local stack (API emulator + operator) and show what it does"
+	@echo "make test   - the whole test suite (sets everything up first)"
+	@echo "make bench  - simulator benchmarks: every policy side by side"
+	@echo "make crds   - regenerate crds/ from the API models"
+	@echo "make lint   - ruff, import-linter layering contracts, CRD drift check"
+
+$(STAMP): pyproject.toml
+	@command -v kubectl >/dev/null || { \
+	  echo ">> installing kubectl (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@echo ">> installing Python packages into $(VENV) (extras: $(EXTRAS))"
+	@$(PIP) install -q --upgrade pip 2>&1 | { grep -v -e '^WARNING: Location' || true; }
+	@$(PIP) install -q -e ".[$(EXTRAS)]" 2>&1 | { grep -v -e '^WARNING: Location' -e '^ *$$' || true; }
+	@$(PY) -c "import inframind, kopf, kmock, pydantic" # fail here, not in a test, if install broke
+	@rm -f $(VENV)/.deps-* && touch $@
+
+setup: $(STAMP)
+
+crds: setup
+	$(VENV)/bin/inframind crds --out crds
+
+crds-check: setup
+	$(VENV)/bin/inframind crds --out crds --check >/dev/null
+
+lint: setup crds-check
+	$(VENV)/bin/ruff check operator tests policy_training
+	$(VENV)/bin/lint-imports
+
+unit: setup
+	$(VENV)/bin/pytest -m unit $(PYTEST_ARGS)
+
+integration: setup
+	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
+
+test: setup lint
+	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) -m inframind.localstack.demo
+
+bench: setup
+	$(VENV)/bin/inframind bench --scenario paper
+
+clean:
+	rm -rf $(VENV) results .pytest_cache .ruff_cache .import_linter_cache
