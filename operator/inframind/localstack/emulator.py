@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import collections
 import contextlib
 import copy
@@ -378,6 +379,99 @@ def _reorder(items: list[Any], order: list[Any], field: str) -> list[Any]:
 
     rank = {ident(o): n for n, o in enumerate(order)}
     return sorted(items, key=lambda i: rank.get(ident(i), len(rank)))
+
+
+# --------------------------------------------------------------------------------------------
+# Protobuf bodies (only the kinds kubectl's generators send without a JSON alternative)
+# --------------------------------------------------------------------------------------------
+
+
+def _protobuf_fields(data: bytes) -> dict[int, list[Any]]:
+    """Split a protobuf message into {field number: [raw values]} (wire types 0, 1, 2, 5)."""
+    fields: dict[int, list[Any]] = collections.defaultdict(list)
+    pos = 0
+
+    def varint() -> int:
+        nonlocal pos
+        shift = result = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            result |= (byte & 0x7F) << shift
+            shift += 7
+            if not byte & 0x80:
+                return result
+
+    while pos < len(data):
+        tag = varint()
+        number, wire = tag >> 3, tag & 7
+        if wire == 0:
+            fields[number].append(varint())
+        elif wire == 2:
+            size = varint()
+            fields[number].append(data[pos:pos + size])
+            pos += size
+        elif wire in (1, 5):
+            width = 8 if wire == 1 else 4
+            fields[number].append(data[pos:pos + width])
+            pos += width
+        else:
+            raise ApiError.bad_request(f"unsupported protobuf wire type {wire}")
+    return fields
+
+
+def _pb_str(fields: dict[int, list[Any]], number: int) -> str | None:
+    return fields[number][-1].decode() if fields.get(number) else None
+
+
+def _pb_map(fields: dict[int, list[Any]], number: int, *, binary: bool = False) -> dict[str, Any]:
+    result = {}
+    for entry in fields.get(number, []):
+        kv = _protobuf_fields(entry)
+        value = kv[2][-1] if kv.get(2) else b""
+        result[_pb_str(kv, 1) or ""] = (base64.b64encode(value).decode() if binary
+                                        else value.decode())
+    return result
+
+
+def _pb_object_meta(data: bytes) -> dict[str, Any]:
+    f = _protobuf_fields(data)
+    meta: dict[str, Any] = {k: v for k, v in (("name", _pb_str(f, 1)),
+                                               ("generateName", _pb_str(f, 2)),
+                                               ("namespace", _pb_str(f, 3))) if v}
+    for number, key in ((11, "labels"), (12, "annotations")):
+        if f.get(number):
+            meta[key] = _pb_map(f, number)
+    if f.get(14):
+        meta["finalizers"] = [v.decode() for v in f[14]]
+    return meta
+
+
+def protobuf_to_json(body: bytes, rt: ResourceType) -> dict[str, Any]:
+    """Decode the protobuf Namespace/ConfigMap/Secret/ServiceAccount that kubectl create sends."""
+    if not body.startswith(b"k8s\x00"):
+        raise ApiError.bad_request("a protobuf body must start with the k8s envelope magic")
+    envelope = _protobuf_fields(body[4:])
+    raw = envelope[2][-1] if envelope.get(2) else b""
+    f = _protobuf_fields(raw)
+    obj: dict[str, Any] = {"apiVersion": rt.api_version(), "kind": rt.kind,
+                           "metadata": _pb_object_meta(f[1][-1]) if f.get(1) else {}}
+    if rt.key == ("", "configmaps"):
+        if f.get(2):
+            obj["data"] = _pb_map(f, 2)
+        if f.get(3):
+            obj["binaryData"] = _pb_map(f, 3, binary=True)
+    elif rt.key == ("", "secrets"):
+        if f.get(2):
+            obj["data"] = _pb_map(f, 2, binary=True)
+        if f.get(3):
+            obj["type"] = _pb_str(f, 3)
+    elif rt.key not in (NAMESPACE_KEY, ("", "serviceaccounts")):
+        raise ApiError(415, "UnsupportedMediaType",
+                       f"this emulator reads protobuf only for namespaces, configmaps, secrets "
+                       f"and serviceaccounts; create {rt.plural} from a manifest instead "
+                       f"(kubectl apply -f / kubectl create -f)")
+    return obj
 
 
 # --------------------------------------------------------------------------------------------
@@ -974,6 +1068,10 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
         if subresource == "finalize":  # namespaces/<ns>/finalize: nothing to finalize here
             subresource = None
 
+        body_bytes = request.body
+        if "protobuf" in raw.headers.get("Content-Type", "") and body_bytes:
+            # kubectl's typed generators (create namespace/configmap/secret) send protobuf only.
+            body_bytes = json.dumps(protobuf_to_json(body_bytes, rt)).encode()
         dry_run = params.get("dryRun") == "All"
         table = _wants_table(raw)
         if method == "GET" and (params.get("watch") in ("true", "1") or params.get("watch") == ""):
@@ -991,15 +1089,15 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
             obj = self._current(rt, namespace, name)
             return self._respond(rt, version, obj, table=table)
         if method == "POST" and name is None:
-            obj = self.create(rt, namespace, _decode(request.body), dry_run=dry_run)
+            obj = self.create(rt, namespace, _decode(body_bytes), dry_run=dry_run)
             return self._respond(rt, version, obj, status=201)
         if method == "PUT" and name:
-            obj = self.replace(rt, namespace, name, _decode(request.body),
+            obj = self.replace(rt, namespace, name, _decode(body_bytes),
                                subresource=subresource, dry_run=dry_run)
             return self._respond(rt, version, obj)
         if method == "PATCH" and name:
             content_type = raw.headers.get("Content-Type", "application/merge-patch+json")
-            body = _decode(request.body)
+            body = _decode(body_bytes)
             if content_type.startswith("application/apply-patch") and (
                     (namespace if rt.namespaced else None, name) not in self._store[rt.key]):
                 obj = self.create(rt, namespace, body, dry_run=dry_run)
@@ -1008,7 +1106,7 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
                              dry_run=dry_run)
             return self._respond(rt, version, obj)
         if method == "DELETE":
-            options = _decode(request.body) if request.body else {}
+            options = _decode(body_bytes) if body_bytes else {}
             options = options if isinstance(options, dict) else {}
             propagation = params.get("propagationPolicy") or options.get(
                 "propagationPolicy") or ("Orphan" if options.get("orphanDependents") else
@@ -1398,11 +1496,12 @@ async def serve_emulator(
     emu = emulator or InfraMindEmulator(ready_deployments=ready_deployments)
     emu.load_crds(crds)
     async with emu:
-        server = aiohttp.web.Server(emu, handler_cancellation=True)
-        runner = aiohttp.web.ServerRunner(server, handle_signals=False)
+        # No access log: kopf and kubectl poll, and per-request lines drown test output.
+        server = aiohttp.web.Server(emu, handler_cancellation=True, access_log=None)
+        runner = aiohttp.web.ServerRunner(server, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         try:
-            site = aiohttp.web.TCPSite(runner, "127.0.0.1", port, shutdown_timeout=2.0)
+            site = aiohttp.web.TCPSite(runner, "127.0.0.1", port)
             await site.start()
             actual_port = runner.addresses[0][1]
             url = f"http://127.0.0.1:{actual_port}"
