@@ -1,0 +1,1 @@
+"""Load signals: direct scrapes of vLLM /metrics and batched Prometheus queries."""

@@ -1,0 +1,138 @@
+"""Scrape each vLLM engine's /metrics directly, every interval, into per-endpoint load.
+
+This is the gateway's own, fresher view (and the whole view when no
+Prometheus exists). A failed or slow scrape never raises into routing: the
+endpoint keeps its last values, flagged stale, with the error kept for
+diagnosis.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import aiohttp
+
+from .vllm_metrics import EngineMetrics, parse_vllm_metrics, window
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class EndpointLoad:
+    """What one engine reported, and how fresh that is. None means 'not reported'."""
+
+    url: str
+    waiting: float | None = None
+    running: float | None = None
+    kv_usage: float | None = None
+    ttft_p50_s: float | None = None
+    latency_p50_s: float | None = None
+    latency_p95_s: float | None = None
+    preemptions: float | None = None
+    observed_at: float | None = None
+    stale: bool = True
+    error: str | None = None
+
+
+class _History:
+    """Recent scrapes of one endpoint, for windowed latency quantiles."""
+
+    def __init__(self, horizon_s: float) -> None:
+        self.horizon_s = horizon_s
+        self.samples: deque[tuple[float, EngineMetrics]] = deque()
+        self.last_ok: float | None = None
+        self.error: str | None = None
+
+    def add(self, t: float, metrics: EngineMetrics) -> None:
+        self.samples.append((t, metrics))
+        self.last_ok = t
+        self.error = None
+        # Keep one sample older than the horizon as the window's baseline.
+        while len(self.samples) > 2 and self.samples[1][0] < t - self.horizon_s:
+            self.samples.popleft()
+
+    def load(self, url: str, now: float, stale_after_s: float) -> EndpointLoad:
+        if not self.samples:
+            return EndpointLoad(url, stale=True, error=self.error or "not scraped yet")
+        t, latest = self.samples[-1]
+        baseline = self.samples[0][1] if len(self.samples) > 1 else None
+        hist = window(latest, baseline)
+        e2e, ttft = hist.get("e2e"), hist.get("ttft")
+        return EndpointLoad(
+            url=url,
+            waiting=latest.waiting,
+            running=latest.running,
+            kv_usage=latest.kv_usage,
+            ttft_p50_s=ttft.quantile(0.5) if ttft else None,
+            latency_p50_s=e2e.quantile(0.5) if e2e else None,
+            latency_p95_s=e2e.quantile(0.95) if e2e else None,
+            preemptions=latest.counters.get("preemptions"),
+            observed_at=t,
+            stale=(now - t) > stale_after_s,
+            error=self.error,
+        )
+
+
+class EngineScraper:
+    """Poll /metrics of a set of endpoints concurrently, every `interval_s`."""
+
+    def __init__(
+        self,
+        endpoints: Iterable[str],
+        interval_s: float = 1.0,
+        timeout_s: float = 0.8,
+        horizon_s: float = 15.0,
+    ) -> None:
+        self.interval_s = interval_s
+        self.timeout_s = timeout_s
+        self.horizon_s = horizon_s
+        self._history: dict[str, _History] = {}
+        self.set_endpoints(endpoints)
+
+    def set_endpoints(self, endpoints: Iterable[str]) -> None:
+        """Follow a new endpoint list (config reload) without losing known history."""
+        wanted = list(dict.fromkeys(endpoints))
+        self._history = {u: self._history.get(u) or _History(self.horizon_s) for u in wanted}
+
+    @property
+    def endpoints(self) -> list[str]:
+        return list(self._history)
+
+    async def scrape_once(self, session: aiohttp.ClientSession) -> None:
+        await asyncio.gather(*(self._scrape(session, u, h) for u, h in self._history.items()))
+
+    async def _scrape(self, session: aiohttp.ClientSession, url: str, hist: _History) -> None:
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+            async with session.get(f"{url}/metrics", timeout=timeout) as resp:
+                if resp.status != 200:
+                    raise RuntimeError(f"HTTP {resp.status}")
+                text = await resp.text()
+        except (aiohttp.ClientError, TimeoutError, RuntimeError) as exc:
+            hist.error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            return
+        metrics = parse_vllm_metrics(text)
+        if metrics.skipped_lines:
+            log.warning("%s/metrics: skipped %d malformed line(s)", url, metrics.skipped_lines)
+        if metrics.waiting is None and metrics.running is None:
+            hist.error = "no vLLM metrics in the response"
+            return
+        hist.add(time.monotonic(), metrics)
+
+    def loads(self) -> dict[str, EndpointLoad]:
+        now = time.monotonic()
+        stale_after = max(3 * self.interval_s, self.timeout_s + self.interval_s)
+        return {u: h.load(u, now, stale_after) for u, h in self._history.items()}
+
+    async def run(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
+        """Scrape until `stop` is set; each round starts `interval_s` after the last one."""
+        while not stop.is_set():
+            await self.scrape_once(session)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.interval_s)
