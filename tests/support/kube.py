@@ -5,13 +5,14 @@ from __future__ import annotations
 import os
 import pathlib
 import select
-import signal
 import subprocess
 import sys
 import time
 from typing import Any
 
 import yaml
+
+from inframind.localstack.processes import stop_process
 
 KUBECTL = os.environ.get("KUBECTL", "/usr/bin/kubectl")
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -95,21 +96,6 @@ def start_emulator_process(*, port: int = 0, crds: str | os.PathLike[str] | None
     errors = proc.stderr.read() if exited and proc.stderr else "(still running, killed)"
     stop_process(proc)
     raise RuntimeError(f"the emulator did not become ready within {timeout} s: {errors}")
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int:
-    """Stop one process by its PID: SIGTERM, then SIGKILL if it lingers."""
-    if proc.poll() is None:
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
-    for stream in (proc.stdout, proc.stderr):
-        if stream is not None:
-            stream.close()
-    return proc.returncode
 
 
 def use_kubeconfig(monkeypatch: Any, path: str | os.PathLike[str]) -> None:

@@ -44,11 +44,14 @@ class TransientApiError(RuntimeError):
 def connect(kubeconfig: str | None = None) -> None:
     """Load credentials: in-cluster service account, else kubeconfig (KUBECONFIG or ~/.kube)."""
     global _api
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        config.load_kube_config(config_file=kubeconfig)
-    _api = client.ApiClient()
+        config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    # Timers and watch events reconcile many objects at once from worker threads.
+    configuration.connection_pool_maxsize = 32
+    _api = client.ApiClient(configuration)
 
 
 def _client() -> client.ApiClient:

@@ -17,8 +17,9 @@ def _run(args: argparse.Namespace) -> int:
 
     settings = get_settings()
     namespaces = args.namespace or settings.namespaces
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO)
+    # kopf installs the log handler; adding another would print every line twice.
     kopf.configure(verbose=args.verbose)
+    logging.getLogger("inframind").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,

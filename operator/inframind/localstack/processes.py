@@ -1,0 +1,69 @@
+"""Start and stop the local stack's processes by PID, and wait for things with a deadline."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+T = TypeVar("T")
+
+
+def stop_process(proc: subprocess.Popen[Any], timeout: float = 10.0) -> int:
+    """Stop one process by its PID: SIGTERM, then SIGKILL if it lingers."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+    for stream in (proc.stdin, proc.stdout, proc.stderr):
+        if stream is not None:
+            stream.close()
+    return proc.returncode
+
+
+def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval: float = 0.2) -> T:
+    """Poll `probe` until it returns something truthy; raise TimeoutError naming `what`."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while True:
+        try:
+            last = probe()
+        except Exception as exc:  # a probe may race with the thing it waits for
+            last = exc
+        else:
+            if last:
+                return last
+        if time.monotonic() >= deadline:
+            raise TimeoutError(
+                f"timed out after {timeout:.0f} s waiting for {what} (last: {last!r})"
+            )
+        time.sleep(interval)
+
+
+def start_operator(
+    kubeconfig: str | os.PathLike[str],
+    namespaces: Iterable[str] = (),
+    env: Mapping[str, str] | None = None,
+    log: IO[str] | Path | None = None,
+) -> subprocess.Popen[str]:
+    """Run `inframind operator` as its own process (the real kopf operator) against a kubeconfig."""
+    cmd = [sys.executable, "-m", "inframind.cli", "operator", "--kubeconfig", str(kubeconfig)]
+    for ns in namespaces:
+        cmd += ["--namespace", ns]
+    full_env = {**os.environ, "KUBECONFIG": str(kubeconfig), **(env or {})}
+    out: IO[str] | int = subprocess.DEVNULL
+    if isinstance(log, Path):
+        out = log.open("a")
+    elif log is not None:
+        out = log
+    return subprocess.Popen(
+        cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=full_env
+    )
