@@ -53,6 +53,7 @@ def kube(emu: EmulatorHandle) -> Callable[..., subprocess.CompletedProcess[str]]
     def run(*args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
         assert emu.kubeconfig_path is not None
         return kubectl(emu.kubeconfig_path, *args, **kwargs)
+
     return run
 
 
@@ -72,17 +73,29 @@ def client(emu: EmulatorHandle) -> Iterator[kubernetes.client.ApiClient]:
 
 
 def pool(name: str, replicas: int = 1, **metadata: Any) -> dict[str, Any]:
-    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelPool",
-            "metadata": {"name": name, **metadata}, "spec": {"replicas": replicas}}
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelPool",
+        "metadata": {"name": name, **metadata},
+        "spec": {"replicas": replicas},
+    }
 
 
 def deployment(name: str, replicas: int = 1, **metadata: Any) -> dict[str, Any]:
     labels = {"app": name}
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": name, **metadata},
-            "spec": {"replicas": replicas, "selector": {"matchLabels": labels},
-                     "template": {"metadata": {"labels": labels},
-                                  "spec": {"containers": [{"name": "main", "image": "x"}]}}}}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name, **metadata},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {"containers": [{"name": "main", "image": "x"}]},
+            },
+        },
+    }
 
 
 def get_json(kube: Callable[..., Any], *args: str) -> dict[str, Any]:
@@ -96,8 +109,9 @@ def test_kubectl_apply_creates_a_missing_pool_then_configures_it(kube, namespace
     again = kube("apply", "-n", namespace, "-f", "-", stdin=manifest)
     assert "unchanged" in again.stdout
 
-    changed = kube("apply", "-n", namespace, "-f", "-",
-                   stdin=yaml.safe_dump(pool("alpha", replicas=3)))
+    changed = kube(
+        "apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(pool("alpha", replicas=3))
+    )
     assert "configured" in changed.stdout
     obj = get_json(kube, "mp", "alpha", "-n", namespace)  # the short name resolves
     assert obj["spec"]["replicas"] == 3
@@ -113,18 +127,35 @@ def test_missing_objects_are_kubernetes_404s(kube, namespace):
     result = kube("get", "mp", "ghost", "-n", namespace, check=False)
     assert result.returncode == 1
     assert 'Error from server (NotFound): modelpools.inframind.io "ghost" not found' in (
-        result.stderr)
+        result.stderr
+    )
     result = kube("delete", "configmap", "ghost", "-n", namespace, check=False)
     assert '(NotFound): configmaps "ghost" not found' in result.stderr
 
 
 def test_kubectl_lists_core_and_apps_resources(kube, namespace):
     kube("create", "configmap", "settings", "-n", namespace, "--from-literal=a=1")
-    kube("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all([
-        deployment("web", replicas=2),
-        {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
-         "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "targetPort": 8080}]}},
-    ]))
+    kube(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump_all(
+            [
+                deployment("web", replicas=2),
+                {
+                    "apiVersion": "v1",
+                    "kind": "Service",
+                    "metadata": {"name": "web"},
+                    "spec": {
+                        "selector": {"app": "web"},
+                        "ports": [{"port": 80, "targetPort": 8080}],
+                    },
+                },
+            ]
+        ),
+    )
     out = kube("get", "configmaps,deployments,services,events", "-n", namespace).stdout
     assert "configmap/settings" in out
     assert "deployment.apps/web" in out and "0/2" in out
@@ -137,16 +168,33 @@ def test_kubectl_lists_core_and_apps_resources(kube, namespace):
 
 def test_generation_bumps_on_spec_changes_but_not_on_status_or_metadata(kube, namespace):
     kube("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(pool("beta")))
-    kube("patch", "mp", "beta", "-n", namespace, "--subresource=status", "--type=merge",
-         "-p", '{"status": {"phase": "Ready"}}')
+    kube(
+        "patch",
+        "mp",
+        "beta",
+        "-n",
+        namespace,
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        '{"status": {"phase": "Ready"}}',
+    )
     kube("label", "mp", "beta", "-n", namespace, "tier=gold")
     obj = get_json(kube, "mp", "beta", "-n", namespace)
     assert obj["metadata"]["generation"] == 1
     assert obj["status"] == {"phase": "Ready"}
 
     # Status written through the main resource is ignored when a status subresource exists.
-    kube("patch", "mp", "beta", "-n", namespace, "--type=merge",
-         "-p", '{"spec": {"replicas": 5}, "status": {"phase": "Hacked"}}')
+    kube(
+        "patch",
+        "mp",
+        "beta",
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        '{"spec": {"replicas": 5}, "status": {"phase": "Hacked"}}',
+    )
     obj = get_json(kube, "mp", "beta", "-n", namespace)
     assert obj["metadata"]["generation"] == 2
     assert obj["status"] == {"phase": "Ready"}
@@ -154,14 +202,28 @@ def test_generation_bumps_on_spec_changes_but_not_on_status_or_metadata(kube, na
 
 
 def test_finalizers_delay_deletion_until_removed(kube, namespace):
-    kube("apply", "-n", namespace, "-f", "-",
-         stdin=yaml.safe_dump(pool("gamma", finalizers=["test.inframind.io/hold"])))
+    kube(
+        "apply",
+        "-n",
+        namespace,
+        "-f",
+        "-",
+        stdin=yaml.safe_dump(pool("gamma", finalizers=["test.inframind.io/hold"])),
+    )
     kube("delete", "mp", "gamma", "-n", namespace, "--wait=false")
     obj = get_json(kube, "mp", "gamma", "-n", namespace)
     assert obj["metadata"]["deletionTimestamp"]
 
-    kube("patch", "mp", "gamma", "-n", namespace, "--type=json",
-         "-p", '[{"op": "remove", "path": "/metadata/finalizers"}]')
+    kube(
+        "patch",
+        "mp",
+        "gamma",
+        "-n",
+        namespace,
+        "--type=json",
+        "-p",
+        '[{"op": "remove", "path": "/metadata/finalizers"}]',
+    )
     result = kube("get", "mp", "gamma", "-n", namespace, check=False)
     assert "NotFound" in result.stderr
 
@@ -169,14 +231,27 @@ def test_finalizers_delay_deletion_until_removed(kube, namespace):
 def test_deleting_an_owner_garbage_collects_its_children(emu, kube, namespace):
     kube("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(pool("delta")))
     owner = get_json(kube, "mp", "delta", "-n", namespace)
-    ref = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "ModelPool", "name": "delta",
-           "uid": owner["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    ref = {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "ModelPool",
+        "name": "delta",
+        "uid": owner["metadata"]["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
     children = [
-        {"apiVersion": "v1", "kind": "ConfigMap",
-         "metadata": {"name": "delta-config", "ownerReferences": [ref]}, "data": {"k": "v"}},
-        {"apiVersion": "v1", "kind": "Service",
-         "metadata": {"name": "delta", "ownerReferences": [ref]},
-         "spec": {"ports": [{"port": 80}]}},
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "delta-config", "ownerReferences": [ref]},
+            "data": {"k": "v"},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Service",
+            "metadata": {"name": "delta", "ownerReferences": [ref]},
+            "spec": {"ports": [{"port": 80}]},
+        },
         deployment("delta", ownerReferences=[ref]),
     ]
     kube("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump_all(children))
@@ -190,13 +265,13 @@ def test_deleting_an_owner_garbage_collects_its_children(emu, kube, namespace):
 def test_deployments_turn_ready_only_when_marked(emu, kube, namespace):
     kube("apply", "-n", namespace, "-f", "-", stdin=yaml.safe_dump(deployment("engine", 3)))
     assert "readyReplicas" not in get_json(kube, "deploy", "engine", "-n", namespace).get(
-        "status", {})
+        "status", {}
+    )
     emu.mark_deployment_ready(namespace, "engine")
     dep = get_json(kube, "deploy", "engine", "-n", namespace)
     assert dep["status"]["readyReplicas"] == 3
     assert dep["status"]["observedGeneration"] == dep["metadata"]["generation"]
-    kube("wait", "deployment/engine", "-n", namespace, "--for=condition=Available",
-         "--timeout=5s")
+    kube("wait", "deployment/engine", "-n", namespace, "--for=condition=Available", "--timeout=5s")
 
 
 def test_official_client_gets_404_and_409_as_api_exceptions(client, namespace):
@@ -213,28 +288,48 @@ def test_official_client_gets_404_and_409_as_api_exceptions(client, namespace):
     assert duplicate.value.status == 409
     assert json.loads(duplicate.value.body)["reason"] == "AlreadyExists"
 
-    body = kubernetes.client.V1ConfigMap(metadata=kubernetes.client.V1ObjectMeta(name="c"),
-                                         data={"a": "1"})
+    body = kubernetes.client.V1ConfigMap(
+        metadata=kubernetes.client.V1ObjectMeta(name="c"), data={"a": "1"}
+    )
     created = core.create_namespaced_config_map(namespace, body)
     stale = created.metadata.resource_version
     core.patch_namespaced_config_map("c", namespace, {"data": {"a": "2"}})
     with pytest.raises(kubernetes.client.ApiException) as conflict:
-        core.replace_namespaced_config_map("c", namespace, kubernetes.client.V1ConfigMap(
-            metadata=kubernetes.client.V1ObjectMeta(name="c", resource_version=stale),
-            data={"a": "3"}))
+        core.replace_namespaced_config_map(
+            "c",
+            namespace,
+            kubernetes.client.V1ConfigMap(
+                metadata=kubernetes.client.V1ObjectMeta(name="c", resource_version=stale),
+                data={"a": "3"},
+            ),
+        )
     assert conflict.value.status == 409
 
 
 def test_strategic_merge_patch_merges_containers_by_name(client, namespace):
     apps = kubernetes.client.AppsV1Api(client)
-    apps.create_namespaced_deployment(namespace, {
-        "metadata": {"name": "smp"},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "smp"}},
-                 "template": {"metadata": {"labels": {"app": "smp"}}, "spec": {"containers": [
-                     {"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]}}}})
+    apps.create_namespaced_deployment(
+        namespace,
+        {
+            "metadata": {"name": "smp"},
+            "spec": {
+                "replicas": 1,
+                "selector": {"matchLabels": {"app": "smp"}},
+                "template": {
+                    "metadata": {"labels": {"app": "smp"}},
+                    "spec": {
+                        "containers": [{"name": "a", "image": "a:1"}, {"name": "b", "image": "b:1"}]
+                    },
+                },
+            },
+        },
+    )
     # The python client sends dict patches as strategic merge patches for built-ins.
-    apps.patch_namespaced_deployment("smp", namespace, {"spec": {"template": {"spec": {
-        "containers": [{"name": "b", "image": "b:2"}]}}}})
+    apps.patch_namespaced_deployment(
+        "smp",
+        namespace,
+        {"spec": {"template": {"spec": {"containers": [{"name": "b", "image": "b:2"}]}}}},
+    )
     dep = apps.read_namespaced_deployment("smp", namespace)
     images = {c.name: c.image for c in dep.spec.template.spec.containers}
     assert images == {"a": "a:1", "b": "b:2"}
@@ -252,24 +347,28 @@ def test_watch_resumes_from_a_resource_version_with_bookmarks(emu, client, names
     listing = custom.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
     since = listing["metadata"]["resourceVersion"]
     custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, pool("w2"))
-    custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "w2",
-                                          {"spec": {"replicas": 2}})
+    custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, PLURAL, "w2", {"spec": {"replicas": 2}}
+    )
     custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "w2")
 
     base = f"{emu.url}/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{PLURAL}"
-    events = _watch(f"{base}?watch=true&resourceVersion={since}&allowWatchBookmarks=true"
-                    "&timeoutSeconds=1")
-    changes = [(e["type"], e["object"]["metadata"]["name"]) for e in events
-               if e["type"] != "BOOKMARK"]
+    events = _watch(
+        f"{base}?watch=true&resourceVersion={since}&allowWatchBookmarks=true&timeoutSeconds=1"
+    )
+    changes = [
+        (e["type"], e["object"]["metadata"]["name"]) for e in events if e["type"] != "BOOKMARK"
+    ]
     assert changes == [("ADDED", "w2"), ("MODIFIED", "w2"), ("DELETED", "w2")]
     bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
     assert bookmarks and int(bookmarks[-1]["object"]["metadata"]["resourceVersion"]) > int(since)
 
-    initial = _watch(f"{base}?watch=true&sendInitialEvents=true&allowWatchBookmarks=true"
-                     "&resourceVersionMatch=NotOlderThan&timeoutSeconds=1")
+    initial = _watch(
+        f"{base}?watch=true&sendInitialEvents=true&allowWatchBookmarks=true"
+        "&resourceVersionMatch=NotOlderThan&timeoutSeconds=1"
+    )
     assert [e["type"] for e in initial[:2]] == ["ADDED", "BOOKMARK"]
-    assert initial[1]["object"]["metadata"]["annotations"] == {
-        "k8s.io/initial-events-end": "true"}
+    assert initial[1]["object"]["metadata"]["annotations"] == {"k8s.io/initial-events-end": "true"}
 
 
 def test_crds_posted_by_kubectl_register_new_resources(tmp_path):
@@ -303,7 +402,7 @@ def test_cli_serves_on_loopback_and_stops_on_sigterm(tmp_path):
         urllib.request.urlopen(f"{url}/healthz", timeout=2)
 
 
-OPERATOR = textwrap.dedent('''
+OPERATOR = textwrap.dedent("""
     import kopf
 
     @kopf.on.startup()
@@ -325,11 +424,10 @@ OPERATOR = textwrap.dedent('''
     @kopf.on.delete("inframind.io", "v1alpha1", "modelpools")
     def deleted(name, logger, **_):
         logger.info(f"DELETE-HANDLED {name}")
-''')
+""")
 
 
-def test_kopf_operator_handles_create_update_delete(emu, client, namespace, tmp_path,
-                                                    monkeypatch):
+def test_kopf_operator_handles_create_update_delete(emu, client, namespace, tmp_path, monkeypatch):
     from kopf.testing import KopfRunner
 
     operator = tmp_path / "operator.py"
@@ -348,15 +446,22 @@ def test_kopf_operator_handles_create_update_delete(emu, client, namespace, tmp_
 
     args = ["run", "--standalone", "--namespace", namespace, str(operator)]
     with KopfRunner(args, timeout=30) as runner:
-        custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL,
-                                               pool("k", replicas=1))
+        custom.create_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, pool("k", replicas=1)
+        )
         wait_for(lambda: status().get("phase") == "Created", what="create handler status")
-        wait_for(lambda: [e for e in core.list_namespaced_event(namespace).items
-                          if e.reason == "PoolCreated" and e.involved_object.name == "k"],
-                 what="the posted event")
+        wait_for(
+            lambda: [
+                e
+                for e in core.list_namespaced_event(namespace).items
+                if e.reason == "PoolCreated" and e.involved_object.name == "k"
+            ],
+            what="the posted event",
+        )
 
-        custom.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, "k",
-                                              {"spec": {"replicas": 4}})
+        custom.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, "k", {"spec": {"replicas": 4}}
+        )
         wait_for(lambda: status().get("observedReplicas") == 4, what="update handler status")
         assert status()["phase"] == "Updated"
 
@@ -373,4 +478,3 @@ def test_user_kmock_reactions_still_take_precedence(emu):
     assert reaction is not None
     with urllib.request.urlopen(f"{emu.url}/custom-probe", timeout=5) as response:
         assert json.loads(response.read()) == {"hello": "world"}
-
