@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..api import API_VERSION, AgentPipelineSpec, ModelPoolSpec
 from ..api.common import now_rfc3339
+from ..api.config import PipelineConfig, PoolConfig
 from ..settings import Settings
 
 MANAGED_BY = "inframind"
@@ -458,39 +459,37 @@ def pipeline_uses_pool(spec: Mapping[str, Any] | None, pool: Mapping[str, Any]) 
 def build_pipeline_config(
     pipeline: str, namespace: str, spec: AgentPipelineSpec, pools: Sequence[Mapping[str, Any]]
 ) -> Obj:
-    """The resolved configuration the gateway runs: the contract between operator and gateway."""
+    """The resolved configuration the gateway runs (api.config.PipelineConfig, as a dict)."""
     resolved = []
     for pool in pools:
         name = pool["metadata"]["name"]
         parsed = validate_spec(ModelPoolSpec, pool.get("spec"))
-        status = pool.get("status") or {}
         if isinstance(parsed, SpecProblem):
-            continue
+            continue  # the pool reports its own problem; route around it
         resolved.append(
-            {
-                "name": name,
-                "model": parsed.model,
-                "servedModelName": served_name(name, parsed),
-                "endpoints": list(status.get("endpoints") or []),
-                "prioritySchedulingEnabled": parsed.priority_scheduling_enabled,
-                "profile": parsed.profile.to_k8s(),
-            }
+            PoolConfig(
+                name=name,
+                model=parsed.model,
+                served_model_name=served_name(name, parsed),
+                endpoints=list((pool.get("status") or {}).get("endpoints") or []),
+                priority_scheduling_enabled=parsed.priority_scheduling_enabled,
+                profile=parsed.profile,
+            )
         )
-    return {
-        "apiVersion": API_VERSION,
-        "kind": "PipelineConfig",
-        "pipeline": pipeline,
-        "namespace": namespace,
-        "pools": resolved,
-        "topologies": [t.value for t in spec.topologies],
-        "roles": [r.value for r in spec.roles] if spec.roles is not None else None,
-        "maxAgents": spec.max_agents,
-        "depths": [d.value for d in spec.depths],
-        "budget": spec.budget.to_k8s(),
-        "scheduler": spec.scheduler.value,
-        "policy": spec.policy.to_k8s(),
-        "auth": spec.gateway.auth_secret_ref is not None,
-    }
+    config = PipelineConfig(
+        pipeline=pipeline,
+        namespace=namespace,
+        pools=resolved,
+        topologies=spec.topologies,
+        roles=spec.roles,
+        max_agents=spec.max_agents,
+        depths=spec.depths,
+        budget=spec.budget,
+        scheduler=spec.scheduler,
+        policy=spec.policy,
+        auth=spec.gateway.auth_secret_ref is not None,
+    )
+    return config.model_dump(mode="json", by_alias=True, exclude_none=True)
 
 
 def build_gateway_configmap(

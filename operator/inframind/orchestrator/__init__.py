@@ -1,0 +1,1 @@
+"""Running multi-agent pipelines against vLLM: engine calls, prompts, topologies, aggregation."""

@@ -1,0 +1,167 @@
+"""One agent step as one OpenAI-compatible call to a vLLM engine, with priority and a deadline.
+
+Failures are sorted into two kinds the runner acts on differently: an
+`EngineUnavailable` (connection refused or reset, 5xx, timeout) means "try
+another endpoint"; an `EngineRejected` (4xx) means the request itself is
+wrong and retrying elsewhere will not help.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+
+
+class EngineError(Exception):
+    def __init__(self, endpoint: str, message: str) -> None:
+        super().__init__(f"{endpoint}: {message}")
+        self.endpoint = endpoint
+
+
+class EngineUnavailable(EngineError):
+    """The engine could not answer (down, overloaded, too slow): another endpoint may."""
+
+
+class EngineRejected(EngineError):
+    """The engine refused the request as invalid (4xx): retrying elsewhere will not help."""
+
+    def __init__(self, endpoint: str, status: int, message: str) -> None:
+        super().__init__(endpoint, f"HTTP {status}: {message}")
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class CallResult:
+    endpoint: str
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    finish_reason: str | None
+    latency_s: float
+    ttft_s: float | None = None
+
+
+def build_request(
+    model: str,
+    messages: Sequence[dict[str, str]],
+    max_tokens: int,
+    priority: int | None,
+    temperature: float = 0.7,
+    stream: bool = False,
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "model": model,
+        "messages": list(messages),
+        "max_tokens": max_tokens,
+        "temperature": temperature,
+    }
+    if priority is not None:
+        # vLLM serves lower values first under --scheduling-policy priority.
+        body["priority"] = priority
+    if stream:
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+async def _raise_for(resp: aiohttp.ClientResponse, endpoint: str) -> None:
+    if resp.status < 400:
+        return
+    text = (await resp.text())[:500]
+    try:
+        text = json.loads(text).get("error", {}).get("message", text)
+    except (ValueError, AttributeError):
+        pass
+    if resp.status >= 500 or resp.status == 429:
+        raise EngineUnavailable(endpoint, f"HTTP {resp.status}: {text}")
+    raise EngineRejected(endpoint, resp.status, text)
+
+
+async def chat(
+    session: aiohttp.ClientSession,
+    endpoint: str,
+    body: dict[str, Any],
+    timeout_s: float,
+) -> CallResult:
+    """POST /v1/chat/completions and return the answer; raises EngineError subclasses."""
+    started = time.perf_counter()
+    try:
+        async with session.post(
+            f"{endpoint}/v1/chat/completions",
+            json=body,
+            timeout=aiohttp.ClientTimeout(total=max(timeout_s, 0.05)),
+        ) as resp:
+            await _raise_for(resp, endpoint)
+            data = await resp.json()
+    except (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError) as exc:
+        raise EngineUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
+    except TimeoutError as exc:
+        raise EngineUnavailable(endpoint, f"no answer within {timeout_s:.2f} s") from exc
+    except aiohttp.ContentTypeError as exc:
+        raise EngineUnavailable(endpoint, f"not an OpenAI response: {exc}") from exc
+    choice = (data.get("choices") or [{}])[0]
+    usage = data.get("usage") or {}
+    return CallResult(
+        endpoint=endpoint,
+        text=(choice.get("message") or {}).get("content") or "",
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        finish_reason=choice.get("finish_reason"),
+        latency_s=time.perf_counter() - started,
+    )
+
+
+async def chat_stream(
+    session: aiohttp.ClientSession,
+    endpoint: str,
+    body: dict[str, Any],
+    timeout_s: float,
+) -> AsyncIterator[str | CallResult]:
+    """Stream a call: yields text deltas as they arrive, then one final CallResult."""
+    started = time.perf_counter()
+    ttft: float | None = None
+    parts: list[str] = []
+    usage: dict[str, Any] = {}
+    finish: str | None = None
+    try:
+        async with session.post(
+            f"{endpoint}/v1/chat/completions",
+            json={**body, "stream": True, "stream_options": {"include_usage": True}},
+            timeout=aiohttp.ClientTimeout(total=max(timeout_s, 0.05)),
+        ) as resp:
+            await _raise_for(resp, endpoint)
+            async for raw in resp.content:
+                line = raw.decode("utf-8", "replace").strip()
+                if not line.startswith("data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == "[DONE]":
+                    break
+                chunk = json.loads(payload)
+                usage = chunk.get("usage") or usage
+                for choice in chunk.get("choices") or []:
+                    delta = (choice.get("delta") or {}).get("content")
+                    finish = choice.get("finish_reason") or finish
+                    if delta:
+                        if ttft is None:
+                            ttft = time.perf_counter() - started
+                        parts.append(delta)
+                        yield delta
+    except (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError) as exc:
+        raise EngineUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
+    except TimeoutError as exc:
+        raise EngineUnavailable(endpoint, f"no answer within {timeout_s:.2f} s") from exc
+    yield CallResult(
+        endpoint=endpoint,
+        text="".join(parts),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        completion_tokens=int(usage.get("completion_tokens") or 0),
+        finish_reason=finish,
+        latency_s=time.perf_counter() - started,
+        ttft_s=ttft,
+    )
