@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway that runs InfraMind pipelines against vLLM pools."""
