@@ -1,0 +1,146 @@
+"""Real vLLM engines on loopback for the local stack and the end-to-end tests.
+
+Each engine is `vllm.entrypoints.openai.api_server` serving the tiny offline
+model on CPU with `--scheduling-policy priority`. Engines can be given a
+small KV cache on purpose (`kv_blocks`) so that one saturates before the
+others, which is the situation InfraMind exists for.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .processes import stop_process
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    name: str
+    kv_blocks: int | None = None  # None: vLLM sizes the KV cache from VLLM_CPU_KVCACHE_SPACE
+    max_num_seqs: int = 16
+    max_model_len: int = 1024
+
+
+@dataclass
+class Engine:
+    spec: EngineSpec
+    port: int
+    process: subprocess.Popen
+    log_path: Path
+    url: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def vllm_python() -> str:
+    """The interpreter that has vLLM: this one, unless INFRAMIND_VLLM_PYTHON says otherwise."""
+    return os.environ.get("INFRAMIND_VLLM_PYTHON", sys.executable)
+
+
+def start_engine(
+    spec: EngineSpec, model_dir: Path, log_dir: Path, port: int | None = None
+) -> Engine:
+    port = port or free_port()
+    cmd = [
+        vllm_python(),
+        "-m",
+        "vllm.entrypoints.openai.api_server",
+        "--model",
+        str(model_dir),
+        "--served-model-name",
+        spec.name,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--dtype",
+        "float32",
+        "--max-model-len",
+        str(spec.max_model_len),
+        "--max-num-seqs",
+        str(spec.max_num_seqs),
+        "--scheduling-policy",
+        "priority",
+        "--enforce-eager",
+        "--disable-uvicorn-access-log",
+    ]
+    if spec.kv_blocks is not None:
+        cmd += ["--num-gpu-blocks-override", str(spec.kv_blocks)]
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+        # Two cores are shared by every engine: do not let each one spin all of them.
+        "OMP_NUM_THREADS": "1",
+        "VLLM_NO_USAGE_STATS": "1",
+        "DO_NOT_TRACK": "1",
+    }
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"vllm-{spec.name}.log"
+    log = log_path.open("w")
+    proc = subprocess.Popen(
+        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=log_dir
+    )
+    log.close()
+    return Engine(spec, port, proc, log_path)
+
+
+def wait_healthy(engines: Sequence[Engine], timeout: float = 180.0) -> None:
+    """Block until every engine answers /health; raise with the log tail of one that died."""
+    deadline = time.monotonic() + timeout
+    pending = list(engines)
+    while pending:
+        for engine in list(pending):
+            if not engine.alive():
+                tail = engine.log_path.read_text()[-3000:]
+                raise RuntimeError(f"vLLM engine {engine.spec.name} exited:\n{tail}")
+            try:
+                with urllib.request.urlopen(f"{engine.url}/health", timeout=1) as resp:
+                    if resp.status == 200:
+                        pending.remove(engine)
+            except OSError:
+                pass
+        if pending and time.monotonic() > deadline:
+            names = ", ".join(e.spec.name for e in pending)
+            raise TimeoutError(f"vLLM engine(s) {names} not healthy after {timeout:.0f} s")
+        if pending:
+            time.sleep(0.5)
+
+
+def start_engines(
+    specs: Sequence[EngineSpec], model_dir: Path, log_dir: Path, timeout: float = 240.0
+) -> list[Engine]:
+    """Start engines one after another (two cores: parallel start-up only thrashes)."""
+    engines: list[Engine] = []
+    try:
+        for spec in specs:
+            engine = start_engine(spec, model_dir, log_dir)
+            engines.append(engine)
+            wait_healthy([engine], timeout)
+    except BaseException:
+        stop_engines(engines)
+        raise
+    return engines
+
+
+def stop_engines(engines: Sequence[Engine]) -> None:
+    for engine in engines:
+        stop_process(engine.process, timeout=15)
