@@ -1,0 +1,1 @@
+"""Policies: the planner/executor interface, the shared feature encoder, heuristics, runtime."""

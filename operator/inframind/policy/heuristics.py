@@ -1,0 +1,260 @@
+"""Heuristic policies: the baselines of the paper's experiment and the best non-learned policy.
+
+Each is a `Policy` registered under the name an AgentPipeline uses in
+`spec.policy.heuristic` (api.pipeline.HeuristicName; a test keeps both lists
+equal). Load-blind baselines read only profiles; the others read load too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import numpy as np
+
+from ..vocab import Depth, Role, SchedulerKind, Topology
+from .base import Limits, Policy
+from .estimate import latency_matrix, plan_accuracy
+from .types import (
+    DEPTH_INDEX,
+    DEPTHS,
+    TASK_INDEX,
+    Choice,
+    ClusterSnapshot,
+    Plan,
+    Query,
+    StepContext,
+)
+
+
+def _ranked_pools(snapshot: ClusterSnapshot, query: Query, depth: Depth) -> list[int]:
+    """Available pools by prior accuracy on this task at this depth, best first."""
+    t, d = TASK_INDEX[query.task], DEPTH_INDEX[depth]
+    pools = [i for i, load in enumerate(snapshot.loads) if load.available] or list(
+        range(len(snapshot.profiles))
+    )
+    return sorted(pools, key=lambda i: (-snapshot.profiles[i].accuracy[t, d], i))
+
+
+class SingleBest(Policy):
+    """One agent on the model with the best prior for the task, always. Load-blind."""
+
+    name = "single-best"
+
+    def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
+        return self._plan(Topology.SINGLE, 1)
+
+    def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice:
+        depth = self._depth(Depth.CONCISE)
+        return Choice(_ranked_pools(snapshot, step.query, depth)[0], depth)
+
+
+class FixedGraph(Policy):
+    """A fixed multi-agent graph with a fixed model per slot: MoA- and GPTSwarm-like. Load-blind.
+
+    Slot k of a wave goes to the k-th best model (wrapping), the final step
+    (aggregator) to the best one, as in Mixture-of-Agents.
+    """
+
+    topology = Topology.ENSEMBLE
+    width = 6
+
+    def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
+        return self._plan(self.topology, self.width)
+
+    def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice:
+        depth = self._depth(Depth.CONCISE)
+        ranked = _ranked_pools(snapshot, step.query, depth)
+        if step.role is Role.AGGREGATOR:
+            return Choice(ranked[0], depth)
+        return Choice(ranked[step.slot % len(ranked)], depth)
+
+
+class MixtureOfAgents(FixedGraph):
+    name = "moa"
+    topology = Topology.ENSEMBLE
+    width = 6
+
+
+class GPTSwarmLike(FixedGraph):
+    # GPTSwarm optimises edges of a graph offline and then runs it fixed; a fully
+    # connected 3-agent debate is the graph its MMLU results start from.
+    name = "gptswarm"
+    topology = Topology.DEBATE
+    width = 3
+
+
+class MasRouterLike(Policy):
+    """Routes by expected quality against token cost, per task; never looks at load.
+
+    Like MasRouter it picks mode, roles and model together, and tends to send
+    work to cheap models (ACCURACY.md Table 4: ~79 % of its calls went to the
+    two Llama models); load imbalance is its documented failure at high rates.
+    """
+
+    name = "masrouter"
+    cost_weight = 0.3  # accuracy points traded per 1,000 output tokens at full price
+
+    def _utility(self, snapshot: ClusterSnapshot, query: Query) -> np.ndarray:
+        t = TASK_INDEX[query.task]
+        util = np.full((len(snapshot.profiles), len(DEPTHS)), -np.inf)
+        for i, (prof, load) in enumerate(zip(snapshot.profiles, snapshot.loads, strict=True)):
+            if not load.available:
+                continue
+            for d in self._depths:
+                j = DEPTH_INDEX[d]
+                price = prof.output_tokens[t, j] / 1000.0 * prof.cost
+                util[i, j] = prof.accuracy[t, j] - self.cost_weight * price
+        return util
+
+    def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
+        util = self._utility(snapshot, query)
+        i, j = np.unravel_index(int(np.argmax(util)), util.shape)
+        member = float(snapshot.profiles[i].accuracy[TASK_INDEX[query.task], j])
+        best, best_score = self._plans[0], -np.inf
+        for plan in self._plans:
+            score = plan_accuracy(plan, member) - 0.01 * (plan.calls - 1)
+            if score > best_score:
+                best, best_score = plan, score
+        return best
+
+    def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice:
+        util = self._utility(snapshot, step.query)
+        order = np.argsort(-util, axis=None)
+        # Parallel slots take the next-best (pool, depth) so an ensemble is diverse.
+        k = step.slot % min(3, len(order))
+        i, j = np.unravel_index(int(order[k]), util.shape)
+        return Choice(int(i), DEPTHS[j])
+
+
+class RoundRobin(Policy):
+    """One agent per query; pools in turn. Load-blind routing, the serving default."""
+
+    name = "round-robin"
+
+    def __init__(self, limits: Limits | None = None) -> None:
+        super().__init__(limits)
+        self._cursor = 0
+
+    def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
+        return self._plan(Topology.SINGLE, 1)
+
+    def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice:
+        n = len(snapshot.profiles)
+        for _ in range(n):
+            i = self._cursor % n
+            self._cursor += 1
+            if snapshot.loads[i].available:
+                return Choice(i, self._depth(Depth.CONCISE))
+        return Choice(0, self._depth(Depth.CONCISE))
+
+
+class LeastQueue(Policy):
+    """One agent per query on the pool with the fewest requests per slot of capacity."""
+
+    name = "least-queue"
+
+    def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
+        return self._plan(Topology.SINGLE, 1)
+
+    def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice:
+        def occupancy(i: int) -> float:
+            prof, load = snapshot.profiles[i], snapshot.loads[i]
+            if not load.available:
+                return np.inf
+            busy = max(load.running + load.waiting, float(load.inflight))
+            return busy / (prof.max_running * prof.replicas) + (0.5 if load.stale else 0.0)
+
+        best = min(range(len(snapshot.profiles)), key=lambda i: (occupancy(i), i))
+        return Choice(best, self._depth(Depth.CONCISE))
+
+
+class BudgetGreedy(Policy):
+    """Infrastructure-aware greedy: the most accurate plan and steps predicted to fit the budget.
+
+    The planner scores each allowed plan by its prior accuracy using the best
+    (pool, depth) whose predicted latency fits the per-wave share of the
+    remaining budget; the executor picks, per step, the most accurate choice
+    that fits, spreading parallel slots over pools, and the fastest when none
+    fits. `safety` keeps slack for prediction error.
+    """
+
+    name = "budget-greedy"
+    safety = 0.7
+
+    def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
+        lat = latency_matrix(snapshot, query)
+        acc = self._accuracy(snapshot, query)
+        remaining = query.deadline_s - snapshot.now
+        best, best_score = self._plans[0], -np.inf
+        for plan in self._plans:
+            per_wave = self.safety * remaining / len(plan.waves)
+            width = len(plan.waves[0])
+            # Parallel steps of a wave land on different pools; the wave is only as
+            # good as the width-th best option that fits.
+            fits = np.sort(acc[lat <= per_wave])[::-1]
+            if len(fits) == 0:
+                continue
+            member = float(fits[min(width, len(fits)) - 1])
+            score = plan_accuracy(plan, member) - 0.002 * plan.calls
+            if score > best_score:
+                best, best_score = plan, score
+        return best
+
+    def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice:
+        lat = latency_matrix(snapshot, step.query)
+        acc = self._accuracy(snapshot, step.query)
+        share = self.safety * step.remaining_s / max(1, step.waves_left)
+        fits = lat <= share
+        if step.slot > 0 and step.used_pools:
+            # Spread a parallel wave: prefer pools this query is not already using.
+            fresh = fits.copy()
+            fresh[list(set(step.used_pools))] = False
+            if fresh.any():
+                fits = fresh
+        score = np.where(fits, acc - 0.001 * lat, -np.inf) if fits.any() else -lat
+        i, j = np.unravel_index(int(np.argmax(score)), score.shape)
+        return Choice(int(i), DEPTHS[j])
+
+    def _accuracy(self, snapshot: ClusterSnapshot, query: Query) -> np.ndarray:
+        t = TASK_INDEX[query.task]
+        acc = np.stack([p.accuracy[t] for p in snapshot.profiles]).astype(float)
+        for d in DEPTHS:
+            if d not in self._depths:
+                acc[:, DEPTH_INDEX[d]] = -np.inf
+        return acc
+
+
+HEURISTICS: dict[str, type[Policy]] = {
+    cls.name: cls
+    for cls in (
+        BudgetGreedy,
+        SingleBest,
+        MixtureOfAgents,
+        GPTSwarmLike,
+        MasRouterLike,
+        RoundRobin,
+        LeastQueue,
+    )
+}
+
+PolicyFactory = Callable[[Limits], Policy]
+
+
+def make_heuristic(spec: str, limits: Limits | None = None) -> Policy:
+    """A heuristic by name; `name+fcfs` / `name+edf` overrides the scheduler (for ablations)."""
+    name, _, sched = spec.partition("+")
+    if name not in HEURISTICS:
+        known = ", ".join(sorted(HEURISTICS))
+        raise ValueError(f"unknown policy {name!r}; known heuristics: {known}")
+    limits = limits or Limits()
+    if sched:
+        try:
+            scheduler = SchedulerKind(sched)
+        except ValueError:
+            msg = f"unknown scheduler {sched!r} in {spec!r}; use +edf or +fcfs"
+            raise ValueError(msg) from None
+        limits = Limits(limits.topologies, limits.depths, limits.max_agents, scheduler)
+    policy = HEURISTICS[name](limits)
+    if sched:
+        policy.name = spec
+    return policy
