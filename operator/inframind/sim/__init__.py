@@ -1,0 +1,1 @@
+"""Discrete-event simulator of a vLLM cluster running multi-agent pipelines."""
