@@ -1,0 +1,127 @@
+"""`inframind bench`: run a scenario, print the table, write results/bench.json and the plots."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from . import scenarios as sc
+from .scenarios import BenchError, Overrides
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "bench",
+        help="simulator benchmarks: every policy side by side, table + bench.json + plots",
+        description="Run a benchmark scenario on the simulator. Every policy of a cell "
+        "sees the same seed and workload; the table prints ratios against the baselines.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="scenarios:\n"
+        + "\n".join(f"  {name:<11} {text}" for name, text in sc.SCENARIO_HELP.items()),
+    )
+    p.add_argument("--scenario", default="paper", help="smoke | paper | sweep | generalise")
+    p.add_argument("--seed", type=int, default=None, help="workload seed shared by all policies")
+    p.add_argument("--load-rpm", default=None, help="comma-separated loads, e.g. 10,100")
+    p.add_argument("--arrival", default=None, help="poisson | bursty | diurnal (all cells)")
+    p.add_argument("--duration", type=float, default=None, help="simulated seconds per run")
+    p.add_argument("--policies", default=None, help="comma-separated, e.g. budget-greedy,moa")
+    p.add_argument("--budget", default=None, help=f"latency budget spec ({sc.DEFAULT_BUDGET})")
+    p.add_argument("--out", type=Path, default=Path("results"), help="output directory")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=min(2, os.cpu_count() or 1),
+        help="simulation processes (results do not depend on it)",
+    )
+    p.set_defaults(func=run)
+
+
+def _overrides(args: argparse.Namespace) -> Overrides:
+    return Overrides(
+        seed=args.seed,
+        loads=sc.parse_loads(args.load_rpm) if args.load_rpm else None,
+        arrival=args.arrival,
+        duration_s=args.duration,
+        policies=sc.parse_policies(args.policies) if args.policies else None,
+        budget=args.budget,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    console = Console()
+    try:
+        scenario = sc.build_scenario(args.scenario, _overrides(args))
+    except BenchError as exc:
+        print(f"inframind bench: error: {exc}", file=sys.stderr)
+        return 2
+
+    console.print(
+        f"[bold]bench {scenario.name}[/bold]: {len(scenario.cells)} cells x "
+        f"{len(scenario.policies)} policies, {scenario.cells[0].duration_s:g} s simulated "
+        f"per run, {args.workers} worker(s)"
+    )
+    started = time.perf_counter()
+    try:
+        outcomes = sc.run_scenario(scenario, workers=args.workers)
+    except ValueError as exc:  # a bad --budget or arrival reaches the simulator
+        print(f"inframind bench: error: {exc}", file=sys.stderr)
+        return 2
+    elapsed = time.perf_counter() - started
+
+    from . import report
+
+    rows = report.build_rows(outcomes)
+    report.render_tables(rows, console)
+
+    speed = report.speed_summary(outcomes)
+    hour = report.hour_at_load(outcomes, "moa", 100.0)
+    probe = hour is None and scenario.name != "smoke"
+    if probe:
+        # No moa run at 100 req/min in this scenario: time one hour of it directly.
+        cell = sc.Cell("speed-probe", 100.0, sc.MIXED, "poisson", 0, 3600.0, sc.DEFAULT_BUDGET)
+        hour = sc.run_one(cell, "moa").wall_s
+    console.print(
+        f"simulator speed: {speed['queries']} requests, {speed['events']} events in "
+        f"{speed['sim_wall_s']:.1f} s of simulation -> "
+        f"{speed['requests_per_wall_s']} requests/s, {speed['events_per_wall_s']} events/s; "
+        f"whole bench {elapsed:.1f} s wall"
+    )
+    if hour is not None:
+        how = "measured" if probe else "scaled from this scenario's moa runs"
+        console.print(
+            f"one simulated hour at 100 req/min with moa (multi-agent ensemble): "
+            f"{hour:.1f} s wall ({how})"
+        )
+
+    meta = {
+        "scenario": scenario.name,
+        "description": sc.SCENARIO_HELP[scenario.name],
+        "policies": list(scenario.policies),
+        "cells": len(scenario.cells),
+        "seed": scenario.cells[0].seed,
+        "duration_s": scenario.cells[0].duration_s,
+        "budget": scenario.cells[0].budget,
+        "baselines": list(sc.BASELINES),
+        "reference": sc.REFERENCE,
+        "workers": args.workers,
+        "bench_wall_s": round(elapsed, 2),
+        "speed": speed,
+        "hour_at_100rpm_moa_wall_s": None if hour is None else round(hour, 2),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    out: Path = args.out
+    path = out / "bench.json"
+    report.write_json(rows, meta, path, scenario.name)
+    console.print(f"wrote {path}")
+    if not args.no_plots:
+        for png in report.write_plots(outcomes, rows, out, scenario.name):
+            console.print(f"wrote {png}")
+    return 0

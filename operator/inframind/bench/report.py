@@ -1,0 +1,353 @@
+"""Benchmark output: rows with ratios against the baselines, rich tables, bench.json, PNG plots."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .scenarios import BASELINES, REFERENCE, Cell, RunOutcome
+
+# Summary metrics every row carries (from SimResult.summary()).
+METRICS: tuple[str, ...] = (
+    "accuracy",
+    "latency_mean_s",
+    "latency_p95_s",
+    "latency_p99_s",
+    "slo_compliance",
+    "calls_per_query",
+    "tokens_per_query",
+)
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN or infinity; an undefined metric is null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _best(rows: Sequence[dict[str, Any]], key: str, lower: bool = False) -> dict[str, Any] | None:
+    scored = [r for r in rows if r.get(key) is not None]
+    if not scored:
+        return None
+    return (min if lower else max)(scored, key=lambda r: r[key])
+
+
+def build_rows(outcomes: Iterable[RunOutcome]) -> list[dict[str, Any]]:
+    """One row per (cell, policy), with ratios against the baselines run in the same cell."""
+    by_cell: dict[Cell, list[dict[str, Any]]] = defaultdict(list)
+    for o in outcomes:
+        c = o.cell
+        row: dict[str, Any] = {
+            "scenario": c.scenario,
+            "load_rpm": c.load_rpm,
+            "task": c.task,
+            "policy": o.policy,
+        }
+        row.update({m: _clean(o.summary.get(m)) for m in METRICS})
+        row.update(
+            queries=o.queries,
+            arrival=c.arrival,
+            seed=c.seed,
+            duration_s=c.duration_s,
+            budget=c.budget,
+            events=o.events,
+            sim_wall_s=round(o.wall_s, 4),
+            calls_by_pool=dict(o.calls_by_pool),
+            depth_mix=dict(o.depth_mix),
+            topology_mix=dict(o.topology_mix),
+        )
+        by_cell[c].append(row)
+
+    rows: list[dict[str, Any]] = []
+    for cell_rows in by_cell.values():
+        _add_ratios(cell_rows)
+        rows.extend(cell_rows)
+    return rows
+
+
+def _add_ratios(rows: list[dict[str, Any]]) -> None:
+    ref = next((r for r in rows if r["policy"] == REFERENCE), None)
+    baselines = [r for r in rows if r["policy"] in BASELINES]
+    best_acc = _best(baselines, "accuracy")
+    best_slo = _best(baselines, "slo_compliance")
+    ref_latency = ref["latency_mean_s"] if ref else None
+    for r in rows:
+        lat = r["latency_mean_s"]
+        r[f"latency_vs_{REFERENCE}"] = (
+            round(lat / ref_latency, 4) if lat is not None and ref_latency else None
+        )
+        r["best_baseline"] = best_acc["policy"] if best_acc else None
+        r["accuracy_delta_pp_vs_best_baseline"] = (
+            round(100 * (r["accuracy"] - best_acc["accuracy"]), 2)
+            if best_acc and r["accuracy"] is not None
+            else None
+        )
+        r["slo_delta_pp_vs_best_baseline"] = (
+            round(100 * (r["slo_compliance"] - best_slo["slo_compliance"]), 2)
+            if best_slo and r["slo_compliance"] is not None
+            else None
+        )
+
+
+# ---------------------------------------------------------------------------- table
+
+
+def _fmt(value: Any, spec: str, suffix: str = "") -> str:
+    return "-" if value is None else f"{value:{spec}}{suffix}"
+
+
+def render_tables(rows: Sequence[dict[str, Any]], console: Any) -> None:
+    """One rich table per cell; the best accuracy, latency and SLO of a cell in bold."""
+    from rich.table import Table
+
+    cells: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        cells[(r["scenario"], r["task"], r["load_rpm"], r["arrival"])].append(r)
+    for (scenario, task, load, arrival), cell_rows in cells.items():
+        title = f"{scenario} · {task} · {load:g} req/min · {arrival}"
+        n = cell_rows[0]["queries"]
+        caption = (
+            f"{n} queries, seed {cell_rows[0]['seed']}, budget {cell_rows[0]['budget']}; "
+            f"best baseline by accuracy: {cell_rows[0]['best_baseline'] or '-'}"
+        )
+        table = Table(title=title, caption=caption, title_justify="left")
+        for name, justify in (
+            ("policy", "left"),
+            ("acc", "right"),
+            ("mean s", "right"),
+            ("p95 s", "right"),
+            ("p99 s", "right"),
+            ("SLO", "right"),
+            ("tok/q", "right"),
+            ("calls/q", "right"),
+            (f"lat / {REFERENCE}", "right"),
+            ("Δacc pp", "right"),
+            ("ΔSLO pp", "right"),
+        ):
+            table.add_column(name, justify=justify)
+        best = {
+            "accuracy": _best(cell_rows, "accuracy"),
+            "latency_mean_s": _best(cell_rows, "latency_mean_s", lower=True),
+            "slo_compliance": _best(cell_rows, "slo_compliance"),
+        }
+
+        def mark(r: dict[str, Any], key: str, text: str, _best: dict = best) -> str:
+            return f"[bold]{text}[/bold]" if _best[key] is r else text
+
+        for r in cell_rows:
+            table.add_row(
+                r["policy"],
+                mark(r, "accuracy", _fmt(_pct(r["accuracy"]), ".1f", "%")),
+                mark(r, "latency_mean_s", _fmt(r["latency_mean_s"], ".2f")),
+                _fmt(r["latency_p95_s"], ".2f"),
+                _fmt(r["latency_p99_s"], ".2f"),
+                mark(r, "slo_compliance", _fmt(_pct(r["slo_compliance"]), ".1f", "%")),
+                _fmt(r["tokens_per_query"], ".0f"),
+                _fmt(r["calls_per_query"], ".2f"),
+                _fmt(r[f"latency_vs_{REFERENCE}"], ".2f", "x"),
+                _fmt(r["accuracy_delta_pp_vs_best_baseline"], "+.1f"),
+                _fmt(r["slo_delta_pp_vs_best_baseline"], "+.1f"),
+            )
+        console.print(table)
+        console.print()
+
+
+def _pct(value: float | None) -> float | None:
+    return None if value is None else 100 * value
+
+
+# ---------------------------------------------------------------------------- speed
+
+
+def speed_summary(outcomes: Sequence[RunOutcome]) -> dict[str, Any]:
+    """How fast the simulator ran: totals over runs, per second of simulator wall time."""
+    wall = sum(o.wall_s for o in outcomes)
+    queries = sum(o.queries for o in outcomes)
+    events = sum(o.events for o in outcomes)
+    return {
+        "runs": len(outcomes),
+        "simulated_s": sum(o.cell.duration_s for o in outcomes),
+        "queries": queries,
+        "events": events,
+        "sim_wall_s": round(wall, 3),
+        "requests_per_wall_s": round(queries / wall, 1) if wall > 0 else None,
+        "events_per_wall_s": round(events / wall, 1) if wall > 0 else None,
+    }
+
+
+def hour_at_load(outcomes: Sequence[RunOutcome], policy: str, load_rpm: float) -> float | None:
+    """Wall seconds to simulate one hour of `policy` at `load_rpm`, scaled from matching runs."""
+    runs = [o for o in outcomes if o.policy == policy and o.cell.load_rpm == load_rpm]
+    if not runs:
+        return None
+    return sum(o.wall_s * 3600.0 / o.cell.duration_s for o in runs) / len(runs)
+
+
+# ---------------------------------------------------------------------------- JSON
+
+
+def write_json(
+    rows: Sequence[dict[str, Any]], meta: dict[str, Any], path: Path, scenario: str
+) -> dict[str, Any]:
+    """Write bench.json, replacing this scenario's rows and keeping other scenarios' rows."""
+    doc: dict[str, Any] = {"scenarios": [], "meta": {}}
+    if path.exists():
+        try:
+            old = json.loads(path.read_text())
+            if isinstance(old.get("scenarios"), list) and isinstance(old.get("meta"), dict):
+                doc = old
+        except (OSError, ValueError, AttributeError):
+            pass  # an unreadable file is replaced, not merged
+    doc["scenarios"] = [r for r in doc["scenarios"] if r.get("scenario") != scenario]
+    doc["scenarios"].extend(rows)
+    doc["meta"].setdefault("runs", {})[scenario] = meta
+    doc["meta"]["last_scenario"] = scenario
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=2, allow_nan=False) + "\n")
+    tmp.replace(path)
+    return doc
+
+
+# ---------------------------------------------------------------------------- plots
+
+
+def _colours(policies: Sequence[str]) -> dict[str, Any]:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return {p: cmap(i % 10) for i, p in enumerate(policies)}
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only; never a display
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _policies(rows: Sequence[dict[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(r["policy"] for r in rows))
+
+
+def plot_slo_vs_load(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """SLO compliance against offered load, one line per policy (mean over tasks of a load)."""
+    plt = _pyplot()
+    arrivals = list(dict.fromkeys(r["arrival"] for r in rows))
+    policies = _policies(rows)
+    colours = _colours(policies)
+    fig, axes = plt.subplots(
+        1, len(arrivals), figsize=(6 * len(arrivals), 4.2), squeeze=False, sharey=True
+    )
+    for ax, arrival in zip(axes[0], arrivals, strict=True):
+        for policy in policies:
+            points: dict[float, list[float]] = defaultdict(list)
+            for r in rows:
+                if (r["policy"], r["arrival"]) == (policy, arrival) and r[
+                    "slo_compliance"
+                ] is not None:
+                    points[r["load_rpm"]].append(r["slo_compliance"])
+            loads = sorted(points)
+            ys = [100 * sum(points[x]) / len(points[x]) for x in loads]
+            ax.plot(loads, ys, marker="o", label=policy, color=colours[policy])
+        ax.set_title(f"SLO compliance vs load ({arrival})")
+        ax.set_xlabel("offered load (req/min)")
+        ax.set_ylim(-2, 102)
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("queries within budget (%)")
+    axes[0][-1].legend(fontsize=8, loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_latency_cdf(outcomes: Sequence[RunOutcome], path: Path, load_rpm: float) -> Path:
+    """Empirical CDF of whole-workflow latency per policy at one load, pooled over tasks."""
+    import numpy as np
+
+    plt = _pyplot()
+    chosen = [o for o in outcomes if o.cell.load_rpm == load_rpm]
+    arrival = chosen[0].cell.arrival if chosen else "poisson"
+    chosen = [o for o in chosen if o.cell.arrival == arrival]
+    policies = list(dict.fromkeys(o.policy for o in chosen))
+    colours = _colours(policies)
+    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    for policy in policies:
+        lat = np.sort(
+            np.concatenate([np.asarray(o.latencies, float) for o in chosen if o.policy == policy])
+        )
+        lat = lat[np.isfinite(lat) & (lat > 0)]
+        if len(lat) == 0:
+            continue
+        ax.step(
+            lat,
+            np.arange(1, len(lat) + 1) / len(lat),
+            where="post",
+            label=policy,
+            color=colours[policy],
+        )
+    ax.set_xscale("log")
+    ax.set_xlabel("workflow latency (s, log scale)")
+    ax.set_ylabel("share of queries")
+    ax.set_title(f"Latency CDF at {load_rpm:g} req/min ({arrival})")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_accuracy_vs_latency(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Accuracy against mean latency, a point per (cell, policy); colour = policy, marker = load."""
+    plt = _pyplot()
+    policies = _policies(rows)
+    colours = _colours(policies)
+    loads = sorted({r["load_rpm"] for r in rows})
+    markers = dict(zip(loads, "os^Dvp*hX<>", strict=False))
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for r in rows:
+        if r["accuracy"] is None or r["latency_mean_s"] is None:
+            continue
+        ax.scatter(
+            r["latency_mean_s"],
+            100 * r["accuracy"],
+            color=colours[r["policy"]],
+            marker=markers.get(r["load_rpm"], "o"),
+            s=36,
+            alpha=0.85,
+        )
+    for policy in policies:
+        ax.scatter([], [], color=colours[policy], marker="o", label=policy)
+    for load in loads:
+        ax.scatter([], [], color="grey", marker=markers.get(load, "o"), label=f"{load:g} req/min")
+    ax.set_xscale("log")
+    ax.set_xlabel("mean workflow latency (s, log scale)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("Accuracy vs latency (up and left is better)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def write_plots(
+    outcomes: Sequence[RunOutcome], rows: Sequence[dict[str, Any]], out: Path, scenario: str
+) -> list[Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    top_load = max(o.cell.load_rpm for o in outcomes)
+    return [
+        plot_slo_vs_load(rows, out / f"{scenario}-slo-vs-load.png"),
+        plot_latency_cdf(outcomes, out / f"{scenario}-latency-cdf.png", top_load),
+        plot_accuracy_vs_latency(rows, out / f"{scenario}-accuracy-vs-latency.png"),
+    ]

@@ -1,0 +1,206 @@
+"""`inframind bench`: scenarios, bench.json schema, plots and the command line. Never timings."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from inframind.bench import report
+from inframind.bench import scenarios as sc
+from inframind.bench.scenarios import BenchError, Cell, Overrides, RunOutcome
+
+pytestmark = pytest.mark.unit
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+REQUIRED = (
+    "scenario",
+    "load_rpm",
+    "task",
+    "policy",
+    "accuracy",
+    "latency_mean_s",
+    "latency_p95_s",
+    "latency_p99_s",
+    "slo_compliance",
+    "calls_per_query",
+)
+
+
+def _outcome(cell: Cell, policy: str, scale: float, acc: float, n: int = 50) -> RunOutcome:
+    """A hand-made run: latencies from the cell's seed, scaled per policy."""
+    rng = np.random.default_rng(cell.seed)
+    lat = rng.lognormal(1.0, 0.5, n) * scale
+    met = lat <= 20.0
+    summary = {
+        "accuracy": acc,
+        "latency_mean_s": float(lat.mean()),
+        "latency_p95_s": float(np.percentile(lat, 95)),
+        "latency_p99_s": float(np.percentile(lat, 99)),
+        "slo_compliance": float(met.mean()),
+        "calls_per_query": 1.0 if policy != "moa" else 7.0,
+        "tokens_per_query": 300.0 * scale,
+        "queries": float(n),
+    }
+    return RunOutcome(cell, policy, summary, lat.tolist(), met.tolist(), events=10 * n, wall_s=0.1)
+
+
+def _hand_made() -> list[RunOutcome]:
+    out = []
+    for load in (10.0, 100.0):
+        cell = Cell("paper", load, "math", seed=3, duration_s=600.0)
+        out += [
+            _outcome(cell, "budget-greedy", 1.0, 0.80),
+            _outcome(cell, "moa", 4.0, 0.74),
+            _outcome(cell, "masrouter", 2.0, 0.73),
+        ]
+    return out
+
+
+def test_rows_carry_the_schema_and_ratios_against_the_baselines():
+    rows = report.build_rows(_hand_made())
+    assert len(rows) == 6
+    for row in rows:
+        assert set(REQUIRED) <= set(row)
+    greedy = next(r for r in rows if r["policy"] == "budget-greedy" and r["load_rpm"] == 10.0)
+    moa = next(r for r in rows if r["policy"] == "moa" and r["load_rpm"] == 10.0)
+    assert moa["latency_vs_moa"] == pytest.approx(1.0)
+    assert greedy["latency_vs_moa"] == pytest.approx(0.25, rel=1e-3)
+    assert greedy["best_baseline"] == "moa"
+    assert greedy["accuracy_delta_pp_vs_best_baseline"] == pytest.approx(6.0)
+
+
+def test_bench_json_has_one_row_per_cell_and_policy_and_keeps_other_scenarios(tmp_path: Path):
+    path = tmp_path / "bench.json"
+    report.write_json([{"scenario": "sweep", "policy": "moa"}], {"n": 1}, path, "sweep")
+    rows = report.build_rows(_hand_made())
+    report.write_json(rows, {"n": 2}, path, "paper")
+    report.write_json(rows, {"n": 3}, path, "paper")  # a rerun replaces, never duplicates
+    doc = json.loads(path.read_text())
+    paper = [r for r in doc["scenarios"] if r["scenario"] == "paper"]
+    keys = {(r["load_rpm"], r["task"], r["policy"]) for r in paper}
+    assert len(paper) == len(keys) == 6
+    assert [r["policy"] for r in doc["scenarios"] if r["scenario"] == "sweep"] == ["moa"]
+    assert doc["meta"]["runs"]["paper"] == {"n": 3}
+
+
+def test_undefined_metrics_are_null_not_nan(tmp_path: Path):
+    cell = Cell("smoke", 30.0, "math")
+    empty = RunOutcome(cell, "moa", {"accuracy": math.nan, "latency_mean_s": math.nan}, [], [])
+    rows = report.build_rows([empty])
+    report.write_json(rows, {}, tmp_path / "bench.json", "smoke")
+    row = json.loads((tmp_path / "bench.json").read_text())["scenarios"][0]
+    assert row["accuracy"] is None and row["latency_vs_moa"] is None
+
+
+def test_plots_are_valid_png_files(tmp_path: Path):
+    outcomes = _hand_made()
+    paths = report.write_plots(outcomes, report.build_rows(outcomes), tmp_path, "paper")
+    assert len(paths) == 3
+    for png in paths:
+        assert png.read_bytes()[:8] == PNG_MAGIC
+
+
+def test_table_prints_every_policy_of_a_cell():
+    from rich.console import Console
+
+    console = Console(record=True, width=160)
+    report.render_tables(report.build_rows(_hand_made()), console)
+    text = console.export_text()
+    assert "paper · math · 100 req/min" in text
+    assert text.count("budget-greedy") == 2
+
+
+def test_unknown_policy_names_the_valid_ones():
+    with pytest.raises(BenchError, match=r"valid policies: .*budget-greedy.*moa"):
+        sc.resolve_policy("oracle")
+    with pytest.raises(BenchError, match="budget-greedy"):
+        sc.build_scenario("smoke", Overrides(policies=("budget-greedy", "nope")))
+
+
+def test_unknown_scenario_names_the_valid_ones():
+    with pytest.raises(BenchError, match="valid scenarios: smoke, paper, sweep, generalise"):
+        sc.build_scenario("full")
+
+
+def test_fcfs_variant_resolves_to_a_policy_with_the_fcfs_scheduler():
+    policy = sc.resolve_policy("budget-greedy+fcfs")
+    assert policy.name == "budget-greedy+fcfs"
+    assert policy.scheduler == "fcfs"
+
+
+def test_paper_scenario_is_two_loads_by_four_benchmarks_with_every_policy():
+    scenario = sc.build_scenario("paper")
+    assert {(c.load_rpm, c.task) for c in scenario.cells} == {
+        (load, task) for load in (10.0, 100.0) for task in sc.TASKS
+    }
+    assert {"budget-greedy", "moa", "gptswarm", "masrouter"} <= set(scenario.policies)
+    assert {c.arrival for c in scenario.cells} == {"poisson"}
+
+
+def test_overrides_replace_loads_arrival_duration_and_seed():
+    scenario = sc.build_scenario(
+        "sweep", Overrides(seed=7, loads=(20.0,), arrival="bursty", duration_s=60.0)
+    )
+    (cell,) = scenario.cells
+    assert (cell.load_rpm, cell.arrival, cell.duration_s, cell.seed) == (20.0, "bursty", 60.0, 7)
+
+
+def test_generalise_uses_bursty_and_diurnal_arrivals_and_held_out_seeds():
+    scenario = sc.build_scenario("generalise", Overrides(seed=0))
+    assert {c.arrival for c in scenario.cells} == {"bursty", "diurnal"}
+    assert all(c.seed >= sc.HELD_OUT_SEED_BASE for c in scenario.cells)
+
+
+# --------------------------------------------------------------- with the real simulator
+
+needs_sim = pytest.mark.skipif(
+    importlib.util.find_spec("inframind.sim.run") is None, reason="simulator not built yet"
+)
+
+
+@needs_sim
+def test_policies_of_a_cell_share_seed_and_workload():
+    scenario = sc.build_scenario(
+        "smoke", Overrides(duration_s=120.0, loads=(10.0,), policies=("budget-greedy", "moa"))
+    )
+    outcomes = sc.run_scenario(scenario, workers=1, progress=False)
+    assert [o.policy for o in outcomes] == ["budget-greedy", "moa"]
+    assert len({o.cell.seed for o in outcomes}) == 1
+    assert len({o.queries for o in outcomes}) == 1 and outcomes[0].queries > 0
+
+
+@needs_sim
+def test_a_pool_of_workers_gives_the_same_numbers_as_one_process():
+    scenario = sc.build_scenario(
+        "smoke", Overrides(duration_s=90.0, loads=(10.0,), policies=("budget-greedy", "moa"))
+    )
+    one = sc.run_scenario(scenario, workers=1, progress=False)
+    two = sc.run_scenario(scenario, workers=2, progress=False)
+    assert [o.summary for o in one] == [o.summary for o in two]
+
+
+@needs_sim
+def test_smoke_scenario_end_to_end_through_the_cli(tmp_path: Path):
+    from inframind.cli import main
+
+    code = main(["bench", "--scenario", "smoke", "--duration", "120", "--out", str(tmp_path)])
+    assert code == 0
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    rows = doc["scenarios"]
+    assert {r["policy"] for r in rows} == set(sc.SMOKE_POLICIES)
+    assert all(set(REQUIRED) <= set(r) for r in rows)
+    assert len({r["queries"] for r in rows}) == 1
+    pngs = sorted(tmp_path.glob("smoke-*.png"))
+    assert len(pngs) == 3 and all(p.read_bytes()[:8] == PNG_MAGIC for p in pngs)
+
+
+def test_cli_refuses_an_unknown_scenario_with_the_valid_ones(tmp_path: Path, capsys):
+    from inframind.cli import main
+
+    assert main(["bench", "--scenario", "nope", "--out", str(tmp_path)]) == 2
+    assert "valid scenarios: smoke, paper" in capsys.readouterr().err
