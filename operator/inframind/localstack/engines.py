@@ -26,7 +26,7 @@ class EngineSpec:
     name: str
     kv_blocks: int | None = None  # None: vLLM sizes the KV cache from VLLM_CPU_KVCACHE_SPACE
     max_num_seqs: int = 16
-    max_model_len: int = 1024
+    max_model_len: int = 2048
 
 
 @dataclass
@@ -53,6 +53,20 @@ def free_port() -> int:
 def vllm_python() -> str:
     """The interpreter that has vLLM: this one, unless INFRAMIND_VLLM_PYTHON says otherwise."""
     return os.environ.get("INFRAMIND_VLLM_PYTHON", sys.executable)
+
+
+def ensure_tiny_model(out: Path) -> Path:
+    """Build the tiny offline model into `out` (once) with the vLLM interpreter, which has
+    tokenizers and safetensors; the builder script imports nothing from this package."""
+    from . import tinymodel
+
+    subprocess.run(
+        [vllm_python(), tinymodel.__file__, str(out)],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    return out
 
 
 def start_engine(

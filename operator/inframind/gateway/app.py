@@ -1,0 +1,418 @@
+"""The OpenAI-compatible gateway: HTTP in, pipeline runs against vLLM pools, trace out.
+
+Routes: POST /v1/chat/completions (plain and streaming), GET /v1/models,
+/healthz, /readyz, /metrics and GET /v1/inframind/pools (the live view the
+demo prints). The pipeline config is a file (the operator's ConfigMap,
+mounted) re-read whenever it changes; a bad new config is refused and the
+last good one keeps serving.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import ValidationError
+
+from ..api.config import PipelineConfig
+from ..orchestrator.runner import Outcome, PipelineFailed, Runner, StepTrace, infer_task
+from ..orchestrator.scheduler import admit
+from ..policy.base import Limits
+from ..policy.runtime import load_policy
+from ..policy.types import Query
+from ..settings import Settings
+from ..telemetry.scrape import EngineScraper
+from ..telemetry.snapshot import Endpoints, LiveView
+from .metrics import GatewayMetrics
+from .requests import PipelineRequest, RequestError, parse_request
+
+log = logging.getLogger("inframind.gateway")
+
+
+def _error(status: int, message: str, code: str, **extra: Any) -> web.Response:
+    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    body["error"].update(extra)
+    return web.json_response(body, status=status)
+
+
+class Gateway:
+    """State of one gateway process; the aiohttp handlers are thin methods on it."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        config_path: Path | None = None,
+        config: PipelineConfig | None = None,
+        trace_log: Path | None = None,
+    ) -> None:
+        self.settings = settings
+        self.config_path = config_path
+        self.metrics = GatewayMetrics()
+        self.endpoints = Endpoints()
+        self.scraper = EngineScraper([], interval_s=settings.scrape_interval_seconds)
+        self.view = LiveView(self.scraper, self.endpoints)
+        self.config: PipelineConfig | None = None
+        self.runner: Runner | None = None
+        self.policy_version = "-"
+        self.config_error: str | None = None
+        self.queries_inflight = 0
+        self.depth_mix: dict[str, dict[str, int]] = {}
+        self.trace_log = trace_log
+        self._traces: deque[str] = deque(maxlen=10_000)
+        self._mtime: float | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._pending_config = config
+
+    # -- lifecycle -----------------------------------------------------------
+
+    async def start(self, app: web.Application) -> None:
+        connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=30)
+        self._session = aiohttp.ClientSession(connector=connector)
+        if self._pending_config is not None:
+            self.apply_config(self._pending_config)
+        self.reload_if_changed()
+        self._tasks = [
+            asyncio.create_task(self.scraper.run(self._session, self._stop), name="scrape"),
+            asyncio.create_task(self._background(), name="config-watch"),
+        ]
+
+    async def stop(self, app: web.Application) -> None:
+        self._stop.set()
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        self._flush_traces()
+        if self._session is not None:
+            await self._session.close()
+
+    async def _background(self) -> None:
+        while not self._stop.is_set():
+            self.reload_if_changed()
+            self._flush_traces()
+            for url in self.scraper.endpoints:
+                self.metrics.inflight.labels(url).set(self.endpoints.inflight.get(url, 0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), self.settings.config_poll_seconds)
+
+    # -- configuration -------------------------------------------------------
+
+    def reload_if_changed(self) -> None:
+        if self.config_path is None:
+            return
+        try:
+            mtime = self.config_path.stat().st_mtime
+        except FileNotFoundError:
+            if self.config is None:
+                self.config_error = f"config file {self.config_path} does not exist yet"
+            return
+        if mtime == self._mtime:
+            return
+        self._mtime = mtime
+        try:
+            config = PipelineConfig.model_validate_json(self.config_path.read_bytes())
+        except (ValidationError, ValueError, OSError) as exc:
+            self.metrics.config_errors.inc()
+            self.config_error = f"config {self.config_path} refused: {exc}"
+            log.warning("%s; keeping the last good configuration", self.config_error)
+            return
+        self.apply_config(config)
+
+    def apply_config(self, config: PipelineConfig) -> None:
+        policy, version, warning = load_policy(
+            config.policy,
+            Limits(
+                topologies=tuple(config.topologies),
+                depths=tuple(config.depths),
+                max_agents=config.max_agents,
+                scheduler=config.scheduler,
+            ),
+            base_dir=self.config_path.parent if self.config_path else None,
+        )
+        if warning:
+            log.warning("pipeline %s: %s", config.pipeline, warning)
+        self.view.configure(config)
+        assert self._session is not None
+        self.runner = Runner(config.pipeline, self._session, self.view, policy, on_step=self._step)
+        old = self.config
+        self.config = config
+        self.config_error = None
+        self.policy_version = version
+        self.metrics.policy.clear()
+        self.metrics.policy.labels(config.pipeline, policy.name, version).set(1)
+        log.info(
+            "pipeline %s: %s pools, policy %s (%s)%s",
+            config.pipeline,
+            len(config.pools),
+            policy.name,
+            version,
+            " (reloaded)" if old is not None else "",
+        )
+
+    def _step(self, step: StepTrace) -> None:
+        outcome = "error" if step.error else "ok"
+        self.metrics.steps.labels(step.pool, step.depth, outcome).inc()
+        if step.latency_s is not None:
+            self.metrics.step_latency.labels(step.pool, step.depth).observe(step.latency_s)
+        mix = self.depth_mix.setdefault(step.pool, {})
+        mix[step.depth] = mix.get(step.depth, 0) + 1
+
+    def _flush_traces(self) -> None:
+        if self.trace_log is None or not self._traces:
+            return
+        lines = []
+        while self._traces:
+            lines.append(self._traces.popleft())
+        with self.trace_log.open("a") as f:
+            f.write("\n".join(lines) + "\n")
+
+    # -- handlers ------------------------------------------------------------
+
+    async def healthz(self, request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(self, request: web.Request) -> web.Response:
+        reasons = []
+        if self.config is None:
+            reasons.append(self.config_error or "no pipeline configuration loaded")
+        else:
+            usable = [u for p in self.config.pools for u in p.endpoints if self.endpoints.usable(u)]
+            if not usable:
+                reasons.append(f"pipeline {self.config.pipeline} has no reachable pool endpoint")
+        if reasons:
+            return web.json_response({"ready": False, "reasons": reasons}, status=503)
+        return web.json_response({"ready": True, "pipeline": self.config.pipeline})
+
+    async def metrics_page(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.metrics.registry),
+            headers={"Content-Type": CONTENT_TYPE_LATEST},
+        )
+
+    async def models(self, request: web.Request) -> web.Response:
+        data = []
+        if self.config is not None:
+            data.append(
+                {
+                    "id": self.config.pipeline,
+                    "object": "model",
+                    "created": 0,
+                    "owned_by": "inframind",
+                    "pools": [p.name for p in self.config.pools],
+                }
+            )
+        return web.json_response({"object": "list", "data": data})
+
+    async def pools(self, request: web.Request) -> web.Response:
+        """Live per-pool view: load, routing counts, depth mix (what `make demo` prints)."""
+        if self.config is None:
+            return web.json_response({"pools": []})
+        snap = self.view.snapshot()
+        loads = self.scraper.loads()
+        out = []
+        for pool, load in zip(self.config.pools, snap.loads, strict=True):
+            out.append(
+                {
+                    "name": pool.name,
+                    "waiting": load.waiting,
+                    "running": load.running,
+                    "kv_usage": load.kv_usage,
+                    "inflight": load.inflight,
+                    "stale": load.stale,
+                    "available": load.available,
+                    "routed": sum(self.endpoints.routed.get(u, 0) for u in pool.endpoints),
+                    "depths": self.depth_mix.get(pool.name, {}),
+                    "endpoints": {
+                        u: {"error": loads[u].error if u in loads else "not scraped"}
+                        for u in pool.endpoints
+                    },
+                }
+            )
+        return web.json_response(
+            {"pipeline": self.config.pipeline, "policy_version": self.policy_version, "pools": out}
+        )
+
+    async def chat(self, request: web.Request) -> web.StreamResponse:
+        if self.config is None or self.runner is None:
+            return _error(503, self.config_error or "no pipeline configured", "not_ready")
+        config, runner = self.config, self.runner
+        try:
+            body = await request.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return self._refuse(
+                config, RequestError(400, "the body is not valid JSON", "invalid_json")
+            )
+        try:
+            req = parse_request(
+                body,
+                request.headers,
+                {config.pipeline: config},
+                self.settings.gateway_max_prompt_chars,
+            )
+        except RequestError as exc:
+            return self._refuse(config, exc)
+
+        query = Query(
+            id=uuid.uuid4().hex[:12],
+            task=req.task or infer_task(req.messages),
+            budget_s=req.budget_s,
+            arrival_s=time.time(),
+            prompt_tokens=max(1, req.prompt_chars // 4),
+        )
+        plan, snapshot, decision_us = runner.plan(query)
+        self.metrics.decision_seconds.observe(decision_us / 1e6)
+        verdict = admit(
+            snapshot,
+            query,
+            req.sheddable,
+            self.queries_inflight,
+            self.settings.gateway_max_inflight,
+        )
+        if not verdict.admitted:
+            self.metrics.shed.labels(
+                config.pipeline, "budget" if verdict.predicted_s else "full"
+            ).inc()
+            self.metrics.requests.labels(config.pipeline, "429").inc()
+            resp = _error(429, verdict.reason, "shed", retry_after_s=verdict.retry_after_s)
+            resp.headers["Retry-After"] = str(verdict.retry_after_s)
+            return resp
+        self.metrics.decisions.labels(config.pipeline, plan.topology.value, plan.label).inc()
+
+        self.queries_inflight += 1
+        try:
+            if req.stream:
+                return await self._stream(request, req, runner, query, plan, decision_us)
+            try:
+                outcome = await runner.run(query, req.messages, plan, decision_us)
+            except PipelineFailed as exc:
+                self.metrics.requests.labels(config.pipeline, str(exc.status)).inc()
+                self._record(exc.trace)
+                return _error(exc.status, str(exc), "pipeline_failed", inframind=exc.trace)
+            self._account(outcome)
+            return web.json_response(self._completion(req, outcome))
+        finally:
+            self.queries_inflight -= 1
+
+    def _refuse(self, config: PipelineConfig, exc: RequestError) -> web.Response:
+        self.metrics.requests.labels(config.pipeline, str(exc.status)).inc()
+        return web.json_response(exc.body(), status=exc.status)
+
+    def _account(self, outcome: Outcome) -> None:
+        trace = outcome.trace
+        pipeline = trace.pipeline
+        self.metrics.requests.labels(pipeline, "200").inc()
+        if trace.latency_s is not None:
+            self.metrics.latency.labels(pipeline).observe(trace.latency_s)
+        self.metrics.slo.labels(pipeline, "met" if trace.met_budget else "missed").inc()
+        self._record(trace.to_dict())
+
+    def _record(self, trace: dict[str, Any]) -> None:
+        if self.trace_log is not None:
+            self._traces.append(json.dumps(trace, separators=(",", ":")))
+
+    def _completion(self, req: PipelineRequest, outcome: Outcome) -> dict[str, Any]:
+        return {
+            "id": f"chatcmpl-{outcome.trace.id}",
+            "object": "chat.completion",
+            "created": int(time.time()),
+            "model": req.pipeline,
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"role": "assistant", "content": outcome.text},
+                    "finish_reason": "stop",
+                }
+            ],
+            "usage": {
+                "prompt_tokens": outcome.prompt_tokens,
+                "completion_tokens": outcome.completion_tokens,
+                "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
+            },
+            "inframind": outcome.trace.to_dict(),
+        }
+
+    async def _stream(
+        self,
+        request: web.Request,
+        req: PipelineRequest,
+        runner: Runner,
+        query: Query,
+        plan: Any,
+        decision_us: float,
+    ) -> web.StreamResponse:
+        resp = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await resp.prepare(request)
+        cid = f"chatcmpl-{query.id}"
+        created = int(time.time())
+
+        def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
+            payload = {
+                "id": cid,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": req.pipeline,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                **extra,
+            }
+            return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+        await resp.write(chunk({"role": "assistant", "content": ""}))
+
+        async def on_delta(text: str) -> None:
+            await resp.write(chunk({"content": text}))
+
+        try:
+            outcome = await runner.run(query, req.messages, plan, decision_us, on_delta=on_delta)
+        except PipelineFailed as exc:
+            self.metrics.requests.labels(req.pipeline, str(exc.status)).inc()
+            self._record(exc.trace)
+            err = {
+                "error": {"message": str(exc), "code": "pipeline_failed", "inframind": exc.trace}
+            }
+            await resp.write(f"data: {json.dumps(err)}\n\n".encode())
+            await resp.write(b"data: [DONE]\n\n")
+            return resp
+        except Exception as exc:  # an engine error after text was streamed
+            self.metrics.requests.labels(req.pipeline, "502").inc()
+            err = {"error": {"message": f"the answer broke off: {exc}", "code": "stream_broken"}}
+            await resp.write(f"data: {json.dumps(err)}\n\n".encode())
+            await resp.write(b"data: [DONE]\n\n")
+            return resp
+        self._account(outcome)
+        usage = {
+            "prompt_tokens": outcome.prompt_tokens,
+            "completion_tokens": outcome.completion_tokens,
+            "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
+        }
+        await resp.write(chunk({}, "stop", usage=usage, inframind=outcome.trace.to_dict()))
+        await resp.write(b"data: [DONE]\n\n")
+        await resp.write_eof()
+        return resp
+
+
+def create_app(gateway: Gateway) -> web.Application:
+    app = web.Application(client_max_size=gateway.settings.gateway_max_body_bytes)
+    app.on_startup.append(gateway.start)
+    app.on_cleanup.append(gateway.stop)
+    app.router.add_post("/v1/chat/completions", gateway.chat)
+    app.router.add_get("/v1/models", gateway.models)
+    app.router.add_get("/v1/inframind/pools", gateway.pools)
+    app.router.add_get("/healthz", gateway.healthz)
+    app.router.add_get("/readyz", gateway.readyz)
+    app.router.add_get("/metrics", gateway.metrics_page)
+    return app

@@ -1,0 +1,328 @@
+"""Run one query's multi-agent plan against real engines: plan, choose, call, combine, trace.
+
+Waves run in sequence and the steps of a wave in parallel (asyncio.gather),
+each step seeing the previous wave's answers. An engine that fails is
+retried on another endpoint (another pool if its own has none left) while
+the budget lasts; an invalid request (4xx) is not retried. Every decision
+and its outcome lands in a trace that is returned to the client and can be
+appended to a log for offline training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import re
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import aiohttp
+
+from ..policy.base import Policy
+from ..policy.types import Choice, ClusterSnapshot, Plan, PoolLoad, Query, StepContext, priority_for
+from ..vocab import Depth, Role, TaskFamily
+from .engine import (
+    CallResult,
+    EngineError,
+    EngineRejected,
+    EngineUnavailable,
+    build_request,
+    chat,
+    chat_stream,
+)
+from .prompts import DEPTH_MAX_TOKENS, build_messages
+
+_ids = itertools.count(1)
+# A step gets at least this long even when the budget is (nearly) spent: a late
+# answer is better than none, and the trace reports the miss.
+MIN_STEP_TIMEOUT_S = 2.0
+MAX_RETRIES = 2
+
+
+class PipelineFailed(Exception):
+    """No answer could be produced; `status` is the HTTP status the gateway should return."""
+
+    def __init__(self, status: int, message: str, trace: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.status = status
+        self.trace = trace
+
+
+@dataclass(slots=True)
+class StepTrace:
+    wave: int
+    slot: int
+    role: str
+    pool: str
+    depth: str
+    endpoint: str | None = None
+    latency_s: float | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    attempts: int = 0
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class QueryTrace:
+    id: str
+    pipeline: str
+    task: str
+    plan: str
+    topology: str
+    policy: str
+    priority: int | None
+    budget_s: float
+    decision_us: float = 0.0
+    latency_s: float | None = None
+    met_budget: bool | None = None
+    steps: list[StepTrace] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    text: str
+    prompt_tokens: int
+    completion_tokens: int
+    trace: QueryTrace
+
+
+_CODE = re.compile(r"```|\bdef |\bclass |\bfunction\b|\bimplement\b|\bpython\b", re.I)
+_MATH = re.compile(r"\d\s*[-+*/^=]\s*\d|\bsolve\b|\bcompute\b|\bcalculate\b|\bequation\b", re.I)
+
+
+def infer_task(messages: list[dict[str, str]]) -> TaskFamily:
+    """A cheap guess of the task family when the client does not say (header or body)."""
+    text = " ".join(m["content"] for m in messages if m["role"] == "user")[-4000:]
+    if _CODE.search(text):
+        return TaskFamily.CODE
+    if _MATH.search(text):
+        return TaskFamily.MATH
+    return TaskFamily.KNOWLEDGE
+
+
+def combine(answers: list[str]) -> str:
+    """The final text of a parallel last wave: the answer most agents gave, else the first."""
+    if len(answers) == 1:
+        return answers[0]
+    counts = Counter(" ".join(a.split()).lower() for a in answers)
+    top, n = counts.most_common(1)[0]
+    if n > 1:
+        return next(a for a in answers if " ".join(a.split()).lower() == top)
+    return answers[0]
+
+
+class Runner:
+    """Executes plans for one pipeline. `view` provides snapshots and endpoints (LiveView)."""
+
+    def __init__(
+        self,
+        pipeline: str,
+        session: aiohttp.ClientSession,
+        view: Any,
+        policy: Policy,
+        max_tokens: dict[Depth, int] | None = None,
+        on_step: Callable[[StepTrace], None] | None = None,
+    ) -> None:
+        self.pipeline = pipeline
+        self.session = session
+        self.view = view
+        self.policy = policy
+        self.max_tokens = max_tokens or DEPTH_MAX_TOKENS
+        self.on_step = on_step
+
+    def plan(self, query: Query) -> tuple[Plan, ClusterSnapshot, float]:
+        snapshot = self.view.snapshot(now=query.arrival_s)
+        t0 = time.perf_counter()
+        plan = self.policy.decide(snapshot, query)
+        return plan, snapshot, (time.perf_counter() - t0) * 1e6
+
+    async def run(
+        self,
+        query: Query,
+        messages: list[dict[str, str]],
+        plan: Plan,
+        decision_us: float = 0.0,
+        on_delta: Callable[[str], Awaitable[None]] | None = None,
+    ) -> Outcome:
+        priority = priority_for(self.policy.scheduler, query)
+        trace = QueryTrace(
+            id=f"q-{next(_ids)}",
+            pipeline=self.pipeline,
+            task=query.task.value,
+            plan=plan.label,
+            topology=plan.topology.value,
+            policy=self.policy.name,
+            priority=priority,
+            budget_s=query.budget_s,
+            decision_us=round(decision_us, 1),
+        )
+        context: list[str] = []
+        used: list[int] = []
+        prompt_tokens = completion_tokens = 0
+        last: list[str] = []
+        for w, roles in enumerate(plan.waves):
+            stream_this = on_delta if (w == len(plan.waves) - 1 and len(roles) == 1) else None
+            jobs = [
+                self._step(
+                    query,
+                    plan,
+                    w,
+                    slot,
+                    role,
+                    messages,
+                    context,
+                    used,
+                    priority,
+                    trace,
+                    stream_this,
+                )
+                for slot, role in enumerate(roles)
+            ]
+            results = await asyncio.gather(*jobs, return_exceptions=True)
+            answers = []
+            for r in results:
+                if isinstance(r, CallResult):
+                    answers.append(r.text)
+                    prompt_tokens += r.prompt_tokens
+                    completion_tokens += r.completion_tokens
+            if not answers:
+                self._finish(trace, query)
+                errors = [str(r) for r in results if isinstance(r, BaseException)]
+                rejected = [r for r in results if isinstance(r, EngineRejected)]
+                status = 400 if rejected else 503
+                raise PipelineFailed(
+                    status,
+                    f"wave {w} of plan {plan.label} produced no answer: {'; '.join(errors)}",
+                    trace.to_dict(),
+                )
+            context, last = answers, answers
+        self._finish(trace, query)
+        text = combine(last)
+        if on_delta is not None and len(plan.waves[-1]) > 1:
+            await on_delta(text)
+        return Outcome(text, prompt_tokens, completion_tokens, trace)
+
+    def _finish(self, trace: QueryTrace, query: Query) -> None:
+        trace.latency_s = round(time.time() - query.arrival_s, 4)
+        trace.met_budget = trace.latency_s <= query.budget_s
+
+    async def _step(
+        self,
+        query: Query,
+        plan: Plan,
+        wave: int,
+        slot: int,
+        role: Role,
+        messages: list[dict[str, str]],
+        context: list[str],
+        used: list[int],
+        priority: int | None,
+        trace: QueryTrace,
+        on_delta: Callable[[str], Awaitable[None]] | None,
+    ) -> CallResult:
+        failed_endpoints: list[str] = []
+        last_error: EngineError | None = None
+        streamed = False
+        step_trace: StepTrace | None = None
+        for attempt in range(MAX_RETRIES + 1):
+            snapshot = self.view.snapshot()
+            snapshot = _without(snapshot, self._dead_pools(failed_endpoints))
+            step = StepContext(query, plan, wave, slot, role, snapshot.now, tuple(used))
+            choice: Choice = self.policy.choose(snapshot, step)
+            endpoint = self.view.pick_endpoint(choice.pool, exclude=failed_endpoints)
+            if endpoint is None:
+                endpoint = self._any_endpoint(failed_endpoints)
+                if endpoint is None:
+                    break
+                choice = Choice(self._pool_of(endpoint), choice.depth)
+            used.append(choice.pool)
+            pool = self.view.pools[choice.pool]
+            if step_trace is None:
+                step_trace = StepTrace(wave, slot, role.value, pool.name, choice.depth.value)
+                trace.steps.append(step_trace)
+            step_trace.pool, step_trace.depth = pool.name, choice.depth.value
+            step_trace.endpoint, step_trace.attempts = endpoint, attempt + 1
+            body = build_request(
+                pool.served_model_name,
+                build_messages(role, choice.depth, messages, context),
+                self.max_tokens[choice.depth],
+                priority if pool.priority_scheduling_enabled else None,
+            )
+            timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
+            self.view.endpoints.acquire(endpoint)
+            try:
+                if on_delta is None:
+                    result = await chat(self.session, endpoint, body, timeout)
+                else:
+                    result = None
+                    async for item in chat_stream(self.session, endpoint, body, timeout):
+                        if isinstance(item, CallResult):
+                            result = item
+                        else:
+                            streamed = True
+                            await on_delta(item)
+                    assert result is not None
+            except EngineUnavailable as exc:
+                self.view.endpoints.failed(endpoint)
+                failed_endpoints.append(endpoint)
+                last_error = exc
+                step_trace.error = str(exc)
+                if streamed:
+                    # The client already has part of this answer; a retry would splice
+                    # two different answers together.
+                    raise
+                continue
+            except EngineRejected as exc:
+                step_trace.error = str(exc)
+                raise
+            finally:
+                self.view.endpoints.release(endpoint)
+            self.view.endpoints.succeeded(endpoint)
+            self.view.observe(
+                choice.pool, result.latency_s, result.completion_tokens, result.ttft_s
+            )
+            step_trace.latency_s = round(result.latency_s, 4)
+            step_trace.prompt_tokens = result.prompt_tokens
+            step_trace.completion_tokens = result.completion_tokens
+            step_trace.error = None
+            if self.on_step is not None:
+                self.on_step(step_trace)
+            return result
+        if step_trace is not None and self.on_step is not None:
+            self.on_step(step_trace)
+        raise last_error or EngineUnavailable("-", "no usable endpoint in any pool")
+
+    def _dead_pools(self, failed: list[str]) -> set[int]:
+        dead = set()
+        for i, pool in enumerate(self.view.pools):
+            alive = [u for u in pool.endpoints if u not in failed and self.view.endpoints.usable(u)]
+            if not alive:
+                dead.add(i)
+        return dead
+
+    def _any_endpoint(self, exclude: list[str]) -> str | None:
+        for i in range(len(self.view.pools)):
+            url = self.view.pick_endpoint(i, exclude=exclude)
+            if url is not None:
+                return url
+        return None
+
+    def _pool_of(self, endpoint: str) -> int:
+        return next(i for i, p in enumerate(self.view.pools) if endpoint in p.endpoints)
+
+
+def _without(snapshot: ClusterSnapshot, dead: set[int]) -> ClusterSnapshot:
+    if not dead:
+        return snapshot
+    loads = tuple(
+        PoolLoad(inflight=ld.inflight, stale=True, available=False) if i in dead else ld
+        for i, ld in enumerate(snapshot.loads)
+    )
+    return ClusterSnapshot(snapshot.now, snapshot.profiles, loads)

@@ -1,0 +1,171 @@
+"""Load the policy a pipeline asks for: a named heuristic, or exported weights run with numpy.
+
+An exported policy is one `.npz` file: a JSON `meta` entry (format, version,
+the feature schema it was trained on, activation) and the weight matrices of
+two small MLPs, `planner/W0, planner/b0, ...` and `executor/W0, ...`. The
+runtime is numpy only (no torch or ray on the gateway's hot path). A file
+trained on a different feature schema is refused with a message, and the
+pipeline falls back to its named fallback heuristic rather than go down.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..api.pipeline import PolicySource
+from ..vocab import Depth
+from .base import Limits, Policy
+from .features import (
+    EXECUTOR_ACTIONS,
+    EXECUTOR_FEATURES,
+    FEATURE_SCHEMA,
+    PLANNER_ACTIONS,
+    PLANNER_FEATURES,
+    action_to_choice,
+    encode_query,
+    encode_step,
+    executor_mask,
+)
+from .heuristics import make_heuristic
+from .plans import CATALOGUE
+from .types import DEPTHS, Choice, ClusterSnapshot, Plan, Query, StepContext
+
+FORMAT = "inframind-policy/1"
+
+
+class PolicyFileError(ValueError):
+    """The artifact cannot be used; the message says why and what to do."""
+
+
+def _mlp(params: dict[str, np.ndarray], prefix: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    layers = []
+    i = 0
+    while f"{prefix}/W{i}" in params:
+        layers.append(
+            (
+                params[f"{prefix}/W{i}"].astype(np.float32),
+                params[f"{prefix}/b{i}"].astype(np.float32),
+            )
+        )
+        i += 1
+    if not layers:
+        raise PolicyFileError(f"the policy file has no {prefix} weights ({prefix}/W0 missing)")
+    return layers
+
+
+def _forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
+    for W, b in layers[:-1]:
+        x = np.tanh(x @ W + b)
+    W, b = layers[-1]
+    return x @ W + b
+
+
+class LearnedPolicy(Policy):
+    """Greedy (argmax) decisions of an exported planner and executor, masked to the limits."""
+
+    name = "learned"
+
+    def __init__(self, path: Path, limits: Limits | None = None) -> None:
+        super().__init__(limits)
+        meta, params = read_policy_file(path)
+        self.version = str(meta.get("version", "unknown"))
+        self.meta = meta
+        self.planner = _mlp(params, "planner")
+        self.executor = _mlp(params, "executor")
+        self._check_shapes()
+        allowed = set(self.limits.plan_ids)
+        self._plan_mask = np.array([i in allowed for i in range(PLANNER_ACTIONS)])
+        self._depths_allowed = tuple(d for d in DEPTHS if d in self.limits.depths)
+
+    def _check_shapes(self) -> None:
+        want = [
+            ("planner", self.planner, len(PLANNER_FEATURES), PLANNER_ACTIONS),
+            ("executor", self.executor, len(EXECUTOR_FEATURES), EXECUTOR_ACTIONS),
+        ]
+        for name, layers, n_in, n_out in want:
+            if layers[0][0].shape[0] != n_in or layers[-1][0].shape[1] != n_out:
+                raise PolicyFileError(
+                    f"{name} weights map {layers[0][0].shape[0]} -> {layers[-1][0].shape[1]}, "
+                    f"this runtime needs {n_in} -> {n_out}; re-export the policy"
+                )
+
+    def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
+        logits = _forward(self.planner, encode_query(snapshot, query))
+        logits = np.where(self._plan_mask, logits, -np.inf)
+        return CATALOGUE[int(np.argmax(logits))]
+
+    def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice:
+        logits = _forward(self.executor, encode_step(snapshot, step))
+        mask = executor_mask(snapshot, self._depths_allowed)
+        pool, depth = action_to_choice(int(np.argmax(np.where(mask, logits, -np.inf))))
+        return Choice(pool, DEPTHS[depth])
+
+
+def read_policy_file(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            params = {k: data[k] for k in data.files}
+    except FileNotFoundError:
+        raise PolicyFileError(f"policy file {path} does not exist") from None
+    except (OSError, ValueError) as exc:
+        raise PolicyFileError(f"policy file {path} is not a readable .npz: {exc}") from None
+    if "meta" not in params:
+        raise PolicyFileError(f"policy file {path} has no 'meta' entry; export it with inframind")
+    meta = json.loads(str(params.pop("meta")))
+    if meta.get("format") != FORMAT:
+        raise PolicyFileError(
+            f"policy file {path} has format {meta.get('format')!r}; this runtime reads {FORMAT}"
+        )
+    if meta.get("feature_schema") != FEATURE_SCHEMA:
+        raise PolicyFileError(
+            f"policy file {path} was trained on feature schema {meta.get('feature_schema')!r} "
+            f"but this gateway encodes {FEATURE_SCHEMA!r}; retrain or export with this version"
+        )
+    return meta, params
+
+
+def write_policy_file(
+    path: Path,
+    planner: list[tuple[np.ndarray, np.ndarray]],
+    executor: list[tuple[np.ndarray, np.ndarray]],
+    version: str,
+    **meta: Any,
+) -> None:
+    """Write an artifact the runtime reads (used by policy_training's exporter and tests)."""
+    arrays: dict[str, np.ndarray] = {}
+    for prefix, layers in (("planner", planner), ("executor", executor)):
+        for i, (W, b) in enumerate(layers):
+            arrays[f"{prefix}/W{i}"] = np.asarray(W, dtype=np.float32)
+            arrays[f"{prefix}/b{i}"] = np.asarray(b, dtype=np.float32)
+    info = {"format": FORMAT, "version": version, "feature_schema": FEATURE_SCHEMA, **meta}
+    arrays["meta"] = np.array(json.dumps(info))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("wb") as f:
+        np.savez(f, **arrays)
+
+
+def load_policy(
+    source: PolicySource, limits: Limits, base_dir: Path | None = None
+) -> tuple[Policy, str, str | None]:
+    """(policy, version, warning). Never raises for a bad artifact: falls back and says why."""
+    if source.heuristic is not None:
+        return make_heuristic(source.heuristic, limits), f"heuristic:{source.heuristic}", None
+    if source.path is not None:
+        path = Path(source.path)
+    else:
+        assert source.config_map_ref is not None
+        # The ConfigMap is mounted beside the pipeline config, one file per key.
+        path = (base_dir or Path(".")) / source.config_map_ref.key
+    try:
+        policy = LearnedPolicy(path, limits)
+    except PolicyFileError as exc:
+        fallback = make_heuristic(source.fallback, limits)
+        return fallback, f"heuristic:{source.fallback}", f"{exc}; using {source.fallback} meanwhile"
+    return policy, policy.version, None
+
+
+__all__ = ["Depth", "LearnedPolicy", "PolicyFileError", "load_policy", "write_policy_file"]

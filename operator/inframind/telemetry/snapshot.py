@@ -1,0 +1,185 @@
+"""The gateway's live view of its pools: in-flight counts, scraped engine load, health.
+
+It merges three signals per endpoint — what this gateway itself has in flight
+(exact, instant), what the engine's /metrics said at the last scrape (fresh
+to about a second) and whether calls to it have been failing (a circuit
+breaker) — into the policy's `ClusterSnapshot`. Missing or stale numbers stay
+marked stale; the policy's estimate treats them pessimistically.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..api.config import PipelineConfig, PoolConfig
+from ..api.modelpool import ModelProfile
+from ..policy.types import DEPTHS, TASKS, ClusterSnapshot, PoolLoad, PoolProfile
+from .scrape import EndpointLoad, EngineScraper
+
+# Neutral priors for a pool whose ModelPool gives no profile: depth costs and
+# gains in the direction of ACCURACY.md section B, magnitudes deliberately mild.
+_DEFAULT_QUALITY = 0.6
+_DEPTH_SHIFT = {"flash": -0.08, "concise": 0.0, "deepthink": 0.03}
+_DEFAULT_TOKENS = {"flash": 24.0, "concise": 160.0, "deepthink": 480.0}
+
+
+def profile_from_config(pool: PoolConfig, max_running: int = 32) -> PoolProfile:
+    """A policy profile from the pool's published priors, filling gaps with neutral values."""
+    prof: ModelProfile = pool.profile
+    quality = prof.quality if prof.quality is not None else _DEFAULT_QUALITY
+    acc = np.empty((len(TASKS), len(DEPTHS)))
+    tok = np.empty((len(TASKS), len(DEPTHS)))
+    for i, task in enumerate(TASKS):
+        a_row = getattr(prof.accuracy, task.value, None) if prof.accuracy else None
+        t_row = getattr(prof.output_tokens, task.value, None) if prof.output_tokens else None
+        for j, depth in enumerate(DEPTHS):
+            a = getattr(a_row, depth.value, None) if a_row else None
+            t = getattr(t_row, depth.value, None) if t_row else None
+            acc[i, j] = a if a is not None else min(1.0, max(0.0, quality + _DEPTH_SHIFT[depth]))
+            tok[i, j] = t if t is not None else _DEFAULT_TOKENS[depth.value]
+    return PoolProfile(
+        name=pool.name,
+        model=pool.model,
+        accuracy=acc,
+        output_tokens=tok,
+        max_running=max_running,
+        replicas=max(1, len(pool.endpoints)),
+    )
+
+
+@dataclass(slots=True)
+class _Speed:
+    """Observed per-call speed of a pool: EWMA of time to first token and per output token."""
+
+    ttft_s: float = 0.05
+    tpot_s: float = 0.02
+    samples: int = 0
+
+    def observe(self, latency_s: float, completion_tokens: int, ttft_s: float | None) -> None:
+        alpha = 0.2 if self.samples >= 5 else 1.0 / (self.samples + 1)
+        self.samples += 1
+        if ttft_s is not None:
+            self.ttft_s += alpha * (ttft_s - self.ttft_s)
+        if completion_tokens > 0:
+            per_token = max(latency_s - self.ttft_s, 0.0) / completion_tokens
+            self.tpot_s += alpha * (per_token - self.tpot_s)
+
+
+class Endpoints:
+    """Per-endpoint in-flight counts and a circuit breaker; shared by runner and snapshot."""
+
+    def __init__(self, open_for_s: float = 5.0, failures_to_open: int = 2) -> None:
+        self.inflight: dict[str, int] = {}
+        self.routed: dict[str, int] = {}
+        self._failures: dict[str, int] = {}
+        self._open_until: dict[str, float] = {}
+        self.open_for_s = open_for_s
+        self.failures_to_open = failures_to_open
+
+    def acquire(self, url: str) -> None:
+        self.inflight[url] = self.inflight.get(url, 0) + 1
+        self.routed[url] = self.routed.get(url, 0) + 1
+
+    def release(self, url: str) -> None:
+        self.inflight[url] = max(0, self.inflight.get(url, 0) - 1)
+
+    def succeeded(self, url: str) -> None:
+        self._failures[url] = 0
+        self._open_until.pop(url, None)
+
+    def failed(self, url: str) -> None:
+        n = self._failures.get(url, 0) + 1
+        self._failures[url] = n
+        if n >= self.failures_to_open or self.inflight.get(url, 0) == 0:
+            # Open the breaker: no new calls until it half-opens after open_for_s.
+            self._open_until[url] = time.monotonic() + self.open_for_s
+
+    def usable(self, url: str) -> bool:
+        until = self._open_until.get(url)
+        return until is None or time.monotonic() >= until
+
+
+class LiveView:
+    """Builds ClusterSnapshots for one pipeline config from the scraper and endpoint state."""
+
+    def __init__(self, scraper: EngineScraper, endpoints: Endpoints) -> None:
+        self.scraper = scraper
+        self.endpoints = endpoints
+        self.pools: list[PoolConfig] = []
+        self.profiles: tuple[PoolProfile, ...] = ()
+        self._speed: dict[str, _Speed] = {}
+
+    def configure(self, config: PipelineConfig) -> None:
+        self.pools = list(config.pools)
+        self._speed = {p.name: self._speed.get(p.name, _Speed()) for p in self.pools}
+        self.profiles = tuple(profile_from_config(p) for p in self.pools)
+        self.scraper.set_endpoints(u for p in self.pools for u in p.endpoints)
+
+    def observe(self, pool: int, latency_s: float, tokens: int, ttft_s: float | None) -> None:
+        self._speed[self.pools[pool].name].observe(latency_s, tokens, ttft_s)
+
+    def pick_endpoint(self, pool: int, exclude: Sequence[str] = ()) -> str | None:
+        """The pool's endpoint with the least work (our in-flight + its queue), breaker closed."""
+        loads = self.scraper.loads()
+        best, best_key = None, None
+        for url in self.pools[pool].endpoints:
+            if url in exclude or not self.endpoints.usable(url):
+                continue
+            scraped = loads.get(url)
+            queued = (scraped.waiting or 0.0) if scraped and not scraped.stale else 0.0
+            key = (self.endpoints.inflight.get(url, 0) + queued, url)
+            if best_key is None or key < best_key:
+                best, best_key = url, key
+        return best
+
+    def snapshot(self, now: float | None = None) -> ClusterSnapshot:
+        loads = self.scraper.loads()
+        out = []
+        profiles = []
+        for pool, prof in zip(self.pools, self.profiles, strict=True):
+            out.append(self._pool_load(pool, loads))
+            speed = self._speed[pool.name]
+            if speed.samples:
+                # Speeds measured on this cluster beat any prior.
+                prof = _with_speed(prof, speed)
+            profiles.append(prof)
+        return ClusterSnapshot(
+            now=time.time() if now is None else now, profiles=tuple(profiles), loads=tuple(out)
+        )
+
+    def _pool_load(self, pool: PoolConfig, loads: dict[str, EndpointLoad]) -> PoolLoad:
+        usable = [u for u in pool.endpoints if self.endpoints.usable(u)]
+        fresh = [loads[u] for u in usable if u in loads and not loads[u].stale]
+        inflight = sum(self.endpoints.inflight.get(u, 0) for u in pool.endpoints)
+        if not usable:
+            return PoolLoad(inflight=inflight, stale=True, available=False)
+        latencies = [x.latency_p50_s for x in fresh if x.latency_p50_s is not None]
+        return PoolLoad(
+            waiting=sum(x.waiting or 0.0 for x in fresh),
+            running=sum(x.running or 0.0 for x in fresh),
+            kv_usage=max((x.kv_usage or 0.0 for x in fresh), default=0.0),
+            inflight=inflight,
+            latency_s=float(np.mean(latencies)) if latencies else None,
+            stale=len(fresh) < len(usable),
+            available=True,
+        )
+
+
+def _with_speed(prof: PoolProfile, speed: _Speed) -> PoolProfile:
+    return PoolProfile(
+        name=prof.name,
+        model=prof.model,
+        accuracy=prof.accuracy,
+        output_tokens=prof.output_tokens,
+        ttft_s=speed.ttft_s,
+        tpot_s=speed.tpot_s,
+        tpot_slope_s=prof.tpot_slope_s,
+        max_running=prof.max_running,
+        replicas=prof.replicas,
+        cost=prof.cost,
+        flash_compliance=prof.flash_compliance,
+    )

@@ -1,0 +1,184 @@
+"""The policy interface: plans, heuristics, feature schema and the numpy runtime."""
+
+from __future__ import annotations
+
+import typing
+
+import numpy as np
+import pytest
+
+from inframind.api.pipeline import HeuristicName, PolicySource
+from inframind.policy.base import Limits
+from inframind.policy.features import (
+    EXECUTOR_ACTIONS,
+    EXECUTOR_FEATURES,
+    FEATURE_SCHEMA,
+    PLANNER_ACTIONS,
+    PLANNER_FEATURES,
+    encode_query,
+    encode_step,
+)
+from inframind.policy.heuristics import HEURISTICS, make_heuristic
+from inframind.policy.plans import CATALOGUE, build_plan
+from inframind.policy.runtime import LearnedPolicy, PolicyFileError, load_policy, write_policy_file
+from inframind.policy.types import (
+    ClusterSnapshot,
+    PoolLoad,
+    PoolProfile,
+    Query,
+    StepContext,
+    priority_for,
+)
+from inframind.vocab import Depth, Role, SchedulerKind, TaskFamily, Topology
+
+pytestmark = pytest.mark.unit
+
+
+def _profiles(accs: list[float]) -> tuple[PoolProfile, ...]:
+    return tuple(
+        PoolProfile(
+            name=f"pool-{i}",
+            model=f"m{i}",
+            accuracy=np.tile([a - 0.1, a, a + 0.02], (3, 1)),
+            output_tokens=np.tile([20.0, 150.0, 500.0], (3, 1)),
+            tpot_s=0.02,
+        )
+        for i, a in enumerate(accs)
+    )
+
+
+def _snapshot(accs: list[float], loads: list[PoolLoad] | None = None) -> ClusterSnapshot:
+    profs = _profiles(accs)
+    return ClusterSnapshot(0.0, profs, tuple(loads or [PoolLoad() for _ in profs]))
+
+
+def _query(budget: float = 30.0, task: TaskFamily = TaskFamily.MATH) -> Query:
+    return Query(id=1, task=task, budget_s=budget, arrival_s=0.0)
+
+
+def test_every_heuristic_an_agentpipeline_can_name_exists():
+    assert set(typing.get_args(HeuristicName)) == set(HEURISTICS)
+
+
+def test_plans_have_the_waves_of_their_topology():
+    assert build_plan(Topology.SINGLE).waves == ((Role.SOLVER,),)
+    debate = build_plan(Topology.DEBATE, agents=3, rounds=2)
+    assert len(debate.waves) == 3 and debate.agents == 3 and debate.calls == 9
+    moa = build_plan(Topology.ENSEMBLE, agents=4)
+    assert moa.waves[-1] == (Role.AGGREGATOR,) and moa.calls == 4
+    assert build_plan(Topology.VERIFY).waves == ((Role.SOLVER,), (Role.VERIFIER,))
+
+
+def test_limits_restrict_the_plans_a_policy_may_pick():
+    limits = Limits(topologies=(Topology.SINGLE, Topology.ENSEMBLE), max_agents=4)
+    for name in HEURISTICS:
+        policy = make_heuristic(name, limits)
+        plan = policy.decide(_snapshot([0.8, 0.6, 0.5]), _query(300))
+        assert plan.topology in limits.topologies
+        assert plan.topology is Topology.SINGLE or plan.agents <= 4
+
+
+def test_edf_priority_orders_by_deadline_and_fcfs_sends_none():
+    early, late = Query(1, TaskFamily.MATH, 5, 100.0), Query(2, TaskFamily.MATH, 60, 90.0)
+    assert priority_for(SchedulerKind.EDF, early) < priority_for(SchedulerKind.EDF, late)
+    assert priority_for(SchedulerKind.FCFS, early) is None
+    assert make_heuristic("budget-greedy+fcfs").scheduler is SchedulerKind.FCFS
+
+
+def test_unknown_policy_names_the_known_ones():
+    with pytest.raises(ValueError, match="known heuristics: budget-greedy"):
+        make_heuristic("oracle")
+
+
+def test_budget_greedy_avoids_a_saturated_pool():
+    busy = PoolLoad(waiting=200, running=32, kv_usage=0.99)
+    snap = _snapshot([0.9, 0.7], [busy, PoolLoad()])
+    policy = make_heuristic("budget-greedy")
+    plan = policy.decide(snap, _query(20))
+    choice = policy.choose(snap, StepContext(_query(20), plan, 0, 0, plan.waves[0][0], 0.0))
+    assert choice.pool == 1
+
+
+def test_budget_greedy_spends_a_large_budget_on_a_richer_plan():
+    snap = _snapshot([0.8, 0.75, 0.7])
+    policy = make_heuristic("budget-greedy")
+    assert policy.decide(snap, _query(1.0)).topology is Topology.SINGLE
+    assert policy.decide(snap, _query(300.0)).calls > 1
+
+
+def test_load_blind_baselines_ignore_load():
+    busy = PoolLoad(waiting=500, running=32, kv_usage=1.0)
+    idle = _snapshot([0.9, 0.7])
+    loaded = _snapshot([0.9, 0.7], [busy, PoolLoad()])
+    for name in ("single-best", "moa", "masrouter"):
+        policy = make_heuristic(name)
+        plan = policy.decide(idle, _query())
+        step = StepContext(_query(), plan, 0, 0, plan.waves[0][0], 0.0)
+        assert policy.choose(idle, step) == policy.choose(loaded, step), name
+
+
+def test_stale_load_is_not_read_as_idle():
+    stale = PoolLoad(stale=True)
+    snap = _snapshot([0.8, 0.8], [stale, PoolLoad()])
+    choice = make_heuristic("least-queue").choose(
+        snap, StepContext(_query(), CATALOGUE[0], 0, 0, Role.SOLVER, 0.0)
+    )
+    assert choice.pool == 1
+
+
+def test_features_have_the_schema_length_and_see_load():
+    q = _query()
+    idle = encode_query(_snapshot([0.8]), q)
+    busy = encode_query(_snapshot([0.8], [PoolLoad(waiting=40, running=32, kv_usage=0.9)]), q)
+    assert idle.shape == (len(PLANNER_FEATURES),) and idle.dtype == np.float32
+    assert not np.allclose(idle, busy)
+    step = encode_step(_snapshot([0.8]), StepContext(q, CATALOGUE[3], 0, 1, Role.PROPOSER, 0.0))
+    assert step.shape == (len(EXECUTOR_FEATURES),)
+
+
+def _random_layers(n_in: int, n_out: int, seed: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    return [
+        (rng.normal(size=(n_in, 16)), np.zeros(16)),
+        (rng.normal(size=(16, n_out)), np.zeros(n_out)),
+    ]
+
+
+def test_learned_policy_runs_an_exported_file_within_its_limits(tmp_path):
+    path = tmp_path / "policy.npz"
+    write_policy_file(
+        path,
+        _random_layers(len(PLANNER_FEATURES), PLANNER_ACTIONS, 1),
+        _random_layers(len(EXECUTOR_FEATURES), EXECUTOR_ACTIONS, 2),
+        version="test-1",
+    )
+    limits = Limits(topologies=(Topology.SINGLE,), depths=(Depth.CONCISE,))
+    policy = LearnedPolicy(path, limits)
+    snap = _snapshot([0.8, 0.6])
+    plan = policy.decide(snap, _query())
+    assert plan.topology is Topology.SINGLE and policy.version == "test-1"
+    choice = policy.choose(snap, StepContext(_query(), plan, 0, 0, Role.SOLVER, 0.0))
+    assert choice.pool in (0, 1) and choice.depth is Depth.CONCISE
+
+
+def test_a_policy_from_another_feature_schema_is_refused_and_the_fallback_serves(tmp_path):
+    path = tmp_path / "old.npz"
+    write_policy_file(
+        path,
+        _random_layers(len(PLANNER_FEATURES), PLANNER_ACTIONS, 1),
+        _random_layers(len(EXECUTOR_FEATURES), EXECUTOR_ACTIONS, 2),
+        version="old",
+        feature_schema="v0-000000000000",
+    )
+    with pytest.raises(PolicyFileError, match=FEATURE_SCHEMA):
+        LearnedPolicy(path)
+    policy, version, warning = load_policy(
+        PolicySource(path=str(path), fallback="least-queue"), Limits()
+    )
+    assert policy.name == "least-queue" and version == "heuristic:least-queue"
+    assert "feature schema" in warning
+
+
+def test_a_missing_policy_file_falls_back_with_a_reason(tmp_path):
+    policy, _, warning = load_policy(PolicySource(path=str(tmp_path / "nope.npz")), Limits())
+    assert policy.name == "budget-greedy" and "does not exist" in warning
