@@ -168,22 +168,26 @@ class _Engine:
         """At a step boundary: schedule like vLLM and plan the next segment."""
         running = self.running
         preempted = False
-        while True:
-            # Blocks the running decoders need for their next token.
-            need = 0
-            for s in running:
-                if s.prefilled >= s.prompt and s.ctx >= s.blocks * BLOCK_TOKENS:
-                    need += 1
-            if need <= self.cap - self.used:
-                break
-            self._preempt(max(running, key=_key))
-            preempted = True
+        if self.cap - self.used < len(running):
+            while True:
+                # Blocks the running decoders need for their next token.
+                need = 0
+                for s in running:
+                    if s.prefilled >= s.prompt and s.ctx >= s.blocks * BLOCK_TOKENS:
+                        need += 1
+                if need <= self.cap - self.used:
+                    break
+                self._preempt(max(running, key=_key))
+                preempted = True
+        need = 0  # counted again below, with the batch
 
         budget = self.max_tokens
         gen: list[_Seq] = []
         prefill = 0
+        context = 0
         partial = False
         for s in running:
+            context += s.ctx
             if s.prefilled < s.prompt:
                 s.chunk = min(s.prompt - s.prefilled, max(budget, 0))
                 budget -= s.chunk
@@ -196,11 +200,13 @@ class _Engine:
                 s.chunk = 0
                 budget -= 1
                 gen.append(s)
+                if s.ctx >= s.blocks * BLOCK_TOKENS:
+                    need += 1
 
         # vLLM V1 admits nothing in a step that had to preempt.
-        if not preempted:
+        waiting = self.waiting
+        if not preempted and waiting:
             avail = self.cap - self.used - need
-            waiting = self.waiting
             while waiting and len(running) < self.max_seqs:
                 if budget <= 0:
                     partial = True  # more could join next step: keep the segment to one step
@@ -214,6 +220,7 @@ class _Engine:
                 self.used += blocks
                 s.blocks = blocks
                 s.ctx = s.prompt
+                context += s.prompt
                 s.prefilled = 0
                 s.chunk = min(s.prompt, budget)
                 budget -= s.chunk
@@ -232,25 +239,13 @@ class _Engine:
             self.gen = []
             return
 
-        k = 1
-        if not partial and gen:
-            kmax = min(s.call.output_tokens - s.generated for s in gen)
-            free = self.cap - self.used
-            if kmax > 1 and _extra_blocks(gen, kmax) > free:
-                lo, hi = 1, kmax  # lo fits (ensured above), hi does not
-                while hi - lo > 1:
-                    mid = (lo + hi) // 2
-                    if _extra_blocks(gen, mid) <= free:
-                        lo = mid
-                    else:
-                        hi = mid
-                kmax = lo
-            k = kmax
-
         n = len(gen)
-        context = 0
-        for s in running:
-            context += s.ctx
+        k = 1
+        if not partial and n:
+            k = min([s.call.output_tokens - s.generated for s in gen])
+            if k > 1:
+                k = min(k, _kv_horizon(gen, self.cap - self.used))
+        assert k >= 1
         self.gen = gen
         self.busy = True
         self.t0 = t
@@ -290,32 +285,36 @@ class _Engine:
         k = self.k
         first_t = self.t0 + self.f * (self.pre + self.s0)
         done = False
-        for s in self.running:
-            if s.chunk:
-                s.prefilled += s.chunk
-                s.chunk = 0
+        if self.pre:
+            for s in self.running:
+                if s.chunk:
+                    s.prefilled += s.chunk
+                    s.chunk = 0
+        used = self.used
         for s in self.gen:
             s.generated += k
-            s.ctx += k
-            if s.call.first_token_s is None:
-                s.call.first_token_s = first_t
-            grow = -(-s.ctx // BLOCK_TOKENS) - s.blocks
+            ctx = s.ctx = s.ctx + k
+            call = s.call
+            if call.first_token_s is None:
+                call.first_token_s = first_t
+            grow = -(-ctx // BLOCK_TOKENS) - s.blocks
             if grow > 0:
                 s.blocks += grow
-                self.used += grow
-            if s.generated >= s.call.output_tokens:
+                used += grow
+            if s.generated >= call.output_tokens:
                 done = True
         if done:
             keep = []
             for s in self.running:
                 if s.generated >= s.call.output_tokens:
-                    self.used -= s.blocks
+                    used -= s.blocks
                     s.blocks = 0
                     s.call.finished_s = t
                     out.append(s.call)
                 else:
                     keep.append(s)
             self.running = keep
+        self.used = used
         self.gen = []
         self.busy = False
         self.end = math.inf
@@ -329,13 +328,18 @@ def _key(s: _Seq) -> tuple:
     return s.key
 
 
-def _extra_blocks(gen: list[_Seq], k: int) -> int:
-    total = 0
-    for s in gen:
-        grow = -(-(s.ctx + k) // BLOCK_TOKENS) - s.blocks
-        if grow > 0:
-            total += grow
-    return total
+def _kv_horizon(gen: list[_Seq], free: int) -> int:
+    """How many decode steps `gen` can take before needing more than `free` new blocks.
+
+    Sequence i (slack r_i = 16 blocks_i - ctx_i, in 0..16) needs a block at steps
+    r_i + 1, r_i + 17, ...; as every r_i + 1 lies in a window of 16, the needs
+    come in rounds of one per sequence, so the (free+1)-th need (0-based: free)
+    is at sorted(r + 1)[free % n] + 16 (free // n); the steps before it fit.
+    """
+    n = len(gen)
+    firsts = sorted([s.blocks * BLOCK_TOKENS - s.ctx + 1 for s in gen])
+    rounds, rem = divmod(free, n)
+    return firsts[rem] + BLOCK_TOKENS * rounds - 1
 
 
 class _ExpEngine:
@@ -448,7 +452,9 @@ class Cluster:
         self._colocation = colocation
         self._heap: list[tuple[float, int, int]] = []
         self._arrivals = 0
-        self._max_tokens: list[int] = []
+        self._max_tokens: list[int | float] = []
+        self._loads: list[PoolLoad] = []
+        self._dirty: set[int] = set()
 
         cals = engine_calibrations(plc)
         for pool, name in enumerate(self.pool_names):
@@ -475,6 +481,8 @@ class Cluster:
                 self._gpu_engines.setdefault(eng.gpu, []).append(idx)
                 self._gpu_busy.setdefault(eng.gpu, 0)
             self._pool_engines.append(idxs)
+            self._loads.append(PoolLoad())
+            self._dirty.add(pool)
             if service is None:
                 self._max_tokens.append(min(self._engines[i].cap for i in idxs) * BLOCK_TOKENS)
             else:
@@ -505,6 +513,7 @@ class Cluster:
             )
         eng = self._engines[idx]
         was_busy = eng.busy
+        self._dirty.add(call.pool)
         eng.enqueue(seq)
         if eng.on_submit(self.now, self._factor(eng, was_busy)):
             self._push(idx, eng)
@@ -536,6 +545,7 @@ class Cluster:
                 continue
             self.now = t
             self.events += 1
+            self._dirty.add(eng.pool)
             n_out = len(out)
             eng.commit(t, out)
             eng.plan(t, self._factor(eng, True))
@@ -555,25 +565,28 @@ class Cluster:
     # -- signals -------------------------------------------------------------
 
     def loads(self) -> tuple[PoolLoad, ...]:
-        out = []
-        for pool, idxs in enumerate(self._pool_engines):
+        """Per pool, summed over replicas; the latency is an EWMA of finished calls' e2e."""
+        for pool in self._dirty:
             waiting = running = used = cap = 0
-            for i in idxs:
+            for i in self._pool_engines[pool]:
                 eng = self._engines[i]
                 waiting += len(eng.waiting)
                 running += len(eng.running)
                 used += eng.used
                 cap += getattr(eng, "cap", 0)
-            out.append(
-                PoolLoad(
-                    waiting=float(waiting),
-                    running=float(running),
-                    kv_usage=used / cap if cap else 0.0,
-                    inflight=waiting + running,
-                    latency_s=self._latency[pool],
-                )
+            self._loads[pool] = PoolLoad(
+                waiting=float(waiting),
+                running=float(running),
+                kv_usage=used / cap if cap else 0.0,
+                inflight=waiting + running,
+                latency_s=self._latency[pool],
             )
-        return tuple(out)
+        self._dirty.clear()
+        return tuple(self._loads)
+
+    def max_call_tokens(self, pool: int) -> int | float:
+        """Prompt + output tokens one call of this pool may hold (its engines' KV)."""
+        return self._max_tokens[pool] - 1
 
     @property
     def preemptions(self) -> int:
