@@ -77,11 +77,12 @@ class ExpService:
 
 
 class _Seq:
-    __slots__ = ("blocks", "call", "chunk", "ctx", "generated", "key", "prefilled", "prompt")
+    __slots__ = ("blocks", "call", "chunk", "ctx", "generated", "key", "out", "prefilled", "prompt")
 
     def __init__(self, call: SimCall, key: tuple) -> None:
         self.call = call
         self.key = key
+        self.out = call.output_tokens
         self.prompt = call.prompt_tokens  # tokens to prefill (grows on recompute)
         self.prefilled = 0
         self.generated = 0
@@ -183,25 +184,34 @@ class _Engine:
 
         budget = self.max_tokens
         gen: list[_Seq] = []
+        firsts: list[int] = []  # per generating sequence: the step that needs its next block
+        kmax = 1 << 30  # steps until the first generating sequence finishes
         prefill = 0
         context = 0
         partial = False
         for s in running:
-            context += s.ctx
-            if s.prefilled < s.prompt:
+            ctx = s.ctx
+            context += ctx
+            if s.prefilled >= s.prompt:  # decoding: one token this step
+                budget -= 1
+                slack = s.blocks * BLOCK_TOKENS - ctx
+                if slack <= 0:
+                    need += 1
+                gen.append(s)
+                firsts.append(slack + 1)
+                left = s.out - s.generated
+                if left < kmax:
+                    kmax = left
+            else:  # a chunked prefill continues
                 s.chunk = min(s.prompt - s.prefilled, max(budget, 0))
                 budget -= s.chunk
                 prefill += s.chunk
                 if s.prefilled + s.chunk >= s.prompt:
                     gen.append(s)
+                    firsts.append(s.blocks * BLOCK_TOKENS - ctx + 1)
+                    kmax = min(kmax, s.out - s.generated)
                 else:
                     partial = True
-            else:
-                s.chunk = 0
-                budget -= 1
-                gen.append(s)
-                if s.ctx >= s.blocks * BLOCK_TOKENS:
-                    need += 1
 
         # vLLM V1 admits nothing in a step that had to preempt.
         waiting = self.waiting
@@ -230,6 +240,8 @@ class _Engine:
                     s.call.started_s = t
                 if s.chunk >= s.prompt:
                     gen.append(s)
+                    firsts.append(blocks * BLOCK_TOKENS - s.prompt + 1)
+                    kmax = min(kmax, s.out - s.generated)
                 else:
                     partial = True
 
@@ -241,11 +253,13 @@ class _Engine:
 
         n = len(gen)
         k = 1
-        if not partial and n:
-            k = min([s.call.output_tokens - s.generated for s in gen])
-            if k > 1:
-                k = min(k, _kv_horizon(gen, self.cap - self.used))
-        assert k >= 1
+        if not partial and n and kmax > 1:
+            # KV horizon: sequence i needs a block at steps f_i, f_i + 16, ... with every
+            # f_i in a window of 16, so needs come in rounds of one per sequence and the
+            # (free+1)-th need falls at sorted(f)[free % n] + 16 (free // n).
+            firsts.sort()
+            rounds, rem = divmod(self.cap - self.used, n)
+            k = min(kmax, firsts[rem] + BLOCK_TOKENS * rounds - 1)
         self.gen = gen
         self.busy = True
         self.t0 = t
@@ -292,21 +306,20 @@ class _Engine:
                     s.chunk = 0
         used = self.used
         for s in self.gen:
-            s.generated += k
+            g = s.generated = s.generated + k
             ctx = s.ctx = s.ctx + k
-            call = s.call
-            if call.first_token_s is None:
-                call.first_token_s = first_t
+            if g == k and s.call.first_token_s is None:
+                s.call.first_token_s = first_t
             grow = -(-ctx // BLOCK_TOKENS) - s.blocks
             if grow > 0:
                 s.blocks += grow
                 used += grow
-            if s.generated >= call.output_tokens:
+            if g >= s.out:
                 done = True
         if done:
             keep = []
             for s in self.running:
-                if s.generated >= s.call.output_tokens:
+                if s.generated >= s.out:
                     used -= s.blocks
                     s.blocks = 0
                     s.call.finished_s = t
@@ -326,20 +339,6 @@ class _Engine:
 
 def _key(s: _Seq) -> tuple:
     return s.key
-
-
-def _kv_horizon(gen: list[_Seq], free: int) -> int:
-    """How many decode steps `gen` can take before needing more than `free` new blocks.
-
-    Sequence i (slack r_i = 16 blocks_i - ctx_i, in 0..16) needs a block at steps
-    r_i + 1, r_i + 17, ...; as every r_i + 1 lies in a window of 16, the needs
-    come in rounds of one per sequence, so the (free+1)-th need (0-based: free)
-    is at sorted(r + 1)[free % n] + 16 (free // n); the steps before it fit.
-    """
-    n = len(gen)
-    firsts = sorted([s.blocks * BLOCK_TOKENS - s.ctx + 1 for s in gen])
-    rounds, rem = divmod(free, n)
-    return firsts[rem] + BLOCK_TOKENS * rounds - 1
 
 
 class _ExpEngine:
