@@ -21,10 +21,13 @@ REPO_ROOT = pathlib.Path(__file__).resolve().parents[2]
 def sample_modelpool_crd(*, printer_columns: bool = True) -> dict[str, Any]:
     """A small ModelPool CRD (namespaced, short name mp, status subresource)."""
     version: dict[str, Any] = {
-        "name": "v1alpha1", "served": True, "storage": True,
+        "name": "v1alpha1",
+        "served": True,
+        "storage": True,
         "subresources": {"status": {}},
-        "schema": {"openAPIV3Schema": {"type": "object",
-                                       "x-kubernetes-preserve-unknown-fields": True}},
+        "schema": {
+            "openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        },
     }
     if printer_columns:
         version["additionalPrinterColumns"] = [
@@ -39,8 +42,13 @@ def sample_modelpool_crd(*, printer_columns: bool = True) -> dict[str, Any]:
         "spec": {
             "group": "inframind.io",
             "scope": "Namespaced",
-            "names": {"plural": "modelpools", "singular": "modelpool", "kind": "ModelPool",
-                      "shortNames": ["mp"], "categories": ["inframind"]},
+            "names": {
+                "plural": "modelpools",
+                "singular": "modelpool",
+                "kind": "ModelPool",
+                "shortNames": ["mp"],
+                "categories": ["inframind"],
+            },
             "versions": [version],
         },
     }
@@ -53,34 +61,64 @@ def write_sample_crd(directory: pathlib.Path) -> pathlib.Path:
     return path
 
 
-def kubectl(kubeconfig: str | os.PathLike[str], *args: str, stdin: str | None = None,
-            check: bool = True, timeout: float = 30.0,
-            cache_dir: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess[str]:
+def kubectl(
+    kubeconfig: str | os.PathLike[str],
+    *args: str,
+    stdin: str | None = None,
+    check: bool = True,
+    timeout: float = 30.0,
+    cache_dir: str | os.PathLike[str] | None = None,
+) -> subprocess.CompletedProcess[str]:
     """Run kubectl against the given kubeconfig with a private discovery cache."""
     cache = cache_dir or pathlib.Path(kubeconfig).with_name("kubectl-cache")
-    cmd = [KUBECTL, "--kubeconfig", str(kubeconfig), "--cache-dir", str(cache),
-           "--request-timeout", "10s", *args]
-    result = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=timeout,
-                            check=False)
+    cmd = [
+        KUBECTL,
+        "--kubeconfig",
+        str(kubeconfig),
+        "--cache-dir",
+        str(cache),
+        "--request-timeout",
+        "10s",
+        *args,
+    ]
+    result = subprocess.run(
+        cmd, input=stdin, capture_output=True, text=True, timeout=timeout, check=False
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}):\n"
-                             f"{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"{' '.join(cmd)} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
-def start_emulator_process(*, port: int = 0, crds: str | os.PathLike[str] | None = None,
-                           kubeconfig: str | os.PathLike[str],
-                           extra: tuple[str, ...] = (),
-                           timeout: float = 15.0) -> tuple[subprocess.Popen[str], str]:
+def start_emulator_process(
+    *,
+    port: int = 0,
+    crds: str | os.PathLike[str] | None = None,
+    kubeconfig: str | os.PathLike[str],
+    extra: tuple[str, ...] = (),
+    timeout: float = 15.0,
+) -> tuple[subprocess.Popen[str], str]:
     """Start `python -m inframind.localstack.emulator`; return the process and its URL."""
-    cmd = [sys.executable, "-m", "inframind.localstack.emulator", "--port", str(port),
-           "--kubeconfig", str(kubeconfig), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "inframind.localstack.emulator",
+        "--port",
+        str(port),
+        "--kubeconfig",
+        str(kubeconfig),
+        *extra,
+    ]
     if crds is not None:
         cmd += ["--crds", str(crds)]
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        filter(None, [str(REPO_ROOT / "operator"), os.environ.get("PYTHONPATH")]))}
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=env)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(REPO_ROOT / "operator"), os.environ.get("PYTHONPATH")])
+        ),
+    }
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

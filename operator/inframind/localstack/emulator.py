@@ -93,30 +93,81 @@ def _builtin(group_version: str, plural: str, kind: str, **kwargs: Any) -> Resou
 
 
 BUILTIN_RESOURCES: tuple[ResourceType, ...] = (
-    _builtin("v1", "namespaces", "Namespace", namespaced=False, short_names=("ns",),
-             subresources=("status",), has_generation=False),
+    _builtin(
+        "v1",
+        "namespaces",
+        "Namespace",
+        namespaced=False,
+        short_names=("ns",),
+        subresources=("status",),
+        has_generation=False,
+    ),
     _builtin("v1", "configmaps", "ConfigMap", short_names=("cm",), has_generation=False),
     _builtin("v1", "secrets", "Secret", has_generation=False),
-    _builtin("v1", "serviceaccounts", "ServiceAccount", short_names=("sa",),
-             has_generation=False),
-    _builtin("v1", "services", "Service", short_names=("svc",), categories=("all",),
-             subresources=("status",), has_generation=False),
+    _builtin("v1", "serviceaccounts", "ServiceAccount", short_names=("sa",), has_generation=False),
+    _builtin(
+        "v1",
+        "services",
+        "Service",
+        short_names=("svc",),
+        categories=("all",),
+        subresources=("status",),
+        has_generation=False,
+    ),
     _builtin("v1", "endpoints", "Endpoints", short_names=("ep",), has_generation=False),
-    _builtin("v1", "pods", "Pod", short_names=("po",), categories=("all",),
-             subresources=("status",), has_generation=False),
+    _builtin(
+        "v1",
+        "pods",
+        "Pod",
+        short_names=("po",),
+        categories=("all",),
+        subresources=("status",),
+        has_generation=False,
+    ),
     _builtin("v1", "events", "Event", short_names=("ev",), has_generation=False),
-    _builtin("v1", "nodes", "Node", namespaced=False, short_names=("no",),
-             subresources=("status",), has_generation=False),
-    _builtin("apps/v1", "deployments", "Deployment", short_names=("deploy",),
-             categories=("all",), subresources=("status",)),
-    _builtin("apps/v1", "replicasets", "ReplicaSet", short_names=("rs",), categories=("all",),
-             subresources=("status",)),
-    _builtin("apps/v1", "statefulsets", "StatefulSet", short_names=("sts",),
-             categories=("all",), subresources=("status",)),
+    _builtin(
+        "v1",
+        "nodes",
+        "Node",
+        namespaced=False,
+        short_names=("no",),
+        subresources=("status",),
+        has_generation=False,
+    ),
+    _builtin(
+        "apps/v1",
+        "deployments",
+        "Deployment",
+        short_names=("deploy",),
+        categories=("all",),
+        subresources=("status",),
+    ),
+    _builtin(
+        "apps/v1",
+        "replicasets",
+        "ReplicaSet",
+        short_names=("rs",),
+        categories=("all",),
+        subresources=("status",),
+    ),
+    _builtin(
+        "apps/v1",
+        "statefulsets",
+        "StatefulSet",
+        short_names=("sts",),
+        categories=("all",),
+        subresources=("status",),
+    ),
     _builtin("events.k8s.io/v1", "events", "Event", has_generation=False),
     _builtin("coordination.k8s.io/v1", "leases", "Lease", has_generation=False),
-    _builtin("apiextensions.k8s.io/v1", "customresourcedefinitions", "CustomResourceDefinition",
-             namespaced=False, short_names=("crd", "crds"), subresources=("status",)),
+    _builtin(
+        "apiextensions.k8s.io/v1",
+        "customresourcedefinitions",
+        "CustomResourceDefinition",
+        namespaced=False,
+        short_names=("crd", "crds"),
+        subresources=("status",),
+    ),
 )
 CRD_KEY = ("apiextensions.k8s.io", "customresourcedefinitions")
 DEPLOYMENT_KEY = ("apps", "deployments")
@@ -129,23 +180,38 @@ def resource_type_from_crd(crd: dict[str, Any]) -> ResourceType:
     names = spec.get("names") or {}
     group, plural, kind = spec.get("group"), names.get("plural"), names.get("kind")
     versions = [v for v in spec.get("versions") or [] if v.get("served", True)]
-    missing = [f for f, v in (("spec.group", group), ("spec.names.plural", plural),
-                              ("spec.names.kind", kind), ("spec.versions", versions)) if not v]
+    missing = [
+        f
+        for f, v in (
+            ("spec.group", group),
+            ("spec.names.plural", plural),
+            ("spec.names.kind", kind),
+            ("spec.versions", versions),
+        )
+        if not v
+    ]
     if missing:
-        raise ApiError.invalid(crd, "CustomResourceDefinition",
-                               f"required fields are missing: {', '.join(missing)}")
+        raise ApiError.invalid(
+            crd, "CustomResourceDefinition", f"required fields are missing: {', '.join(missing)}"
+        )
     expected = f"{plural}.{group}"
     name = (crd.get("metadata") or {}).get("name")
     if name != expected:
-        raise ApiError.invalid(crd, "CustomResourceDefinition",
-                               f"metadata.name: Invalid value: {name!r}: must be {expected!r}")
+        raise ApiError.invalid(
+            crd,
+            "CustomResourceDefinition",
+            f"metadata.name: Invalid value: {name!r}: must be {expected!r}",
+        )
     storage = next((v for v in versions if v.get("storage")), versions[0])
     columns = tuple(
         (c["name"], c.get("type", "string"), c.get("jsonPath", ""), int(c.get("priority", 0)))
         for c in storage.get("additionalPrinterColumns") or []
     )
     return ResourceType(
-        group=group, version=storage["name"], plural=plural, kind=kind,
+        group=group,
+        version=storage["name"],
+        plural=plural,
+        kind=kind,
         namespaced=spec.get("scope", "Namespaced") == "Namespaced",
         singular=names.get("singular", ""),
         short_names=tuple(names.get("shortNames") or ()),
@@ -165,15 +231,21 @@ def resource_type_from_crd(crd: dict[str, Any]) -> ResourceType:
 class ApiError(Exception):
     """An error the API answers with a metav1.Status body, as a real apiserver does."""
 
-    def __init__(self, code: int, reason: str, message: str,
-                 details: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, code: int, reason: str, message: str, details: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(message)
         self.code, self.reason, self.message, self.details = code, reason, message, details
 
     def status(self) -> dict[str, Any]:
         body: dict[str, Any] = {
-            "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-            "message": self.message, "reason": self.reason, "code": self.code,
+            "kind": "Status",
+            "apiVersion": "v1",
+            "metadata": {},
+            "status": "Failure",
+            "message": self.message,
+            "reason": self.reason,
+            "code": self.code,
         }
         if self.details:
             body["details"] = self.details
@@ -181,25 +253,40 @@ class ApiError(Exception):
 
     @classmethod
     def not_found(cls, rt: ResourceType, name: str) -> ApiError:
-        return cls(404, "NotFound", f'{rt.qualified} "{name}" not found',
-                   {"name": name, "group": rt.group, "kind": rt.plural})
+        return cls(
+            404,
+            "NotFound",
+            f'{rt.qualified} "{name}" not found',
+            {"name": name, "group": rt.group, "kind": rt.plural},
+        )
 
     @classmethod
     def already_exists(cls, rt: ResourceType, name: str) -> ApiError:
-        return cls(409, "AlreadyExists", f'{rt.qualified} "{name}" already exists',
-                   {"name": name, "group": rt.group, "kind": rt.plural})
+        return cls(
+            409,
+            "AlreadyExists",
+            f'{rt.qualified} "{name}" already exists',
+            {"name": name, "group": rt.group, "kind": rt.plural},
+        )
 
     @classmethod
     def conflict(cls, rt: ResourceType, name: str, why: str) -> ApiError:
-        return cls(409, "Conflict",
-                   f'Operation cannot be fulfilled on {rt.qualified} "{name}": {why}',
-                   {"name": name, "group": rt.group, "kind": rt.plural})
+        return cls(
+            409,
+            "Conflict",
+            f'Operation cannot be fulfilled on {rt.qualified} "{name}": {why}',
+            {"name": name, "group": rt.group, "kind": rt.plural},
+        )
 
     @classmethod
     def invalid(cls, obj: dict[str, Any], kind: str, why: str) -> ApiError:
         name = (obj.get("metadata") or {}).get("name") or ""
-        return cls(422, "Invalid", f'{kind} "{name}" is invalid: {why}',
-                   {"name": name, "kind": kind, "causes": [{"message": why}]})
+        return cls(
+            422,
+            "Invalid",
+            f'{kind} "{name}" is invalid: {why}',
+            {"name": name, "kind": kind, "causes": [{"message": why}]},
+        )
 
     @classmethod
     def bad_request(cls, why: str) -> ApiError:
@@ -291,18 +378,30 @@ def json_patch(doc: Any, ops: list[dict[str, Any]]) -> Any:
 # Merge keys of the Go types that kubectl's strategic-merge patches touch. The real server reads
 # them from struct tags; a field-name table is the same for every list kubectl and kopf patch.
 SMP_MERGE_KEYS: dict[str, str | None] = {
-    "containers": "name", "initContainers": "name", "ephemeralContainers": "name",
-    "env": "name", "volumes": "name", "volumeMounts": "mountPath", "volumeDevices": "devicePath",
-    "imagePullSecrets": "name", "conditions": "type", "ownerReferences": "uid",
-    "hostAliases": "ip", "topologySpreadConstraints": "topologyKey", "ports": "port",
+    "containers": "name",
+    "initContainers": "name",
+    "ephemeralContainers": "name",
+    "env": "name",
+    "volumes": "name",
+    "volumeMounts": "mountPath",
+    "volumeDevices": "devicePath",
+    "imagePullSecrets": "name",
+    "conditions": "type",
+    "ownerReferences": "uid",
+    "hostAliases": "ip",
+    "topologySpreadConstraints": "topologyKey",
+    "ports": "port",
     "finalizers": None,  # a list of primitives merged as a set
 }
 
 
 def _smp_port_key(items: list[Any]) -> str:
     # Container ports merge by containerPort, Service ports by port: same field name.
-    return "containerPort" if any(isinstance(i, dict) and "containerPort" in i
-                                  for i in items) else "port"
+    return (
+        "containerPort"
+        if any(isinstance(i, dict) and "containerPort" in i for i in items)
+        else "port"
+    )
 
 
 def _smp_list(current: list[Any], patch: list[Any], field: str) -> list[Any]:
@@ -318,8 +417,10 @@ def _smp_list(current: list[Any], patch: list[Any], field: str) -> list[Any]:
         if not isinstance(item, dict) or key not in item:
             result.append(copy.deepcopy(item))
             continue
-        index = next((n for n, c in enumerate(result)
-                      if isinstance(c, dict) and c.get(key) == item[key]), None)
+        index = next(
+            (n for n, c in enumerate(result) if isinstance(c, dict) and c.get(key) == item[key]),
+            None,
+        )
         if item.get("$patch") == "delete":
             if index is not None:
                 result.pop(index)
@@ -409,11 +510,11 @@ def _protobuf_fields(data: bytes) -> dict[int, list[Any]]:
             fields[number].append(varint())
         elif wire == 2:
             size = varint()
-            fields[number].append(data[pos:pos + size])
+            fields[number].append(data[pos : pos + size])
             pos += size
         elif wire in (1, 5):
             width = 8 if wire == 1 else 4
-            fields[number].append(data[pos:pos + width])
+            fields[number].append(data[pos : pos + width])
             pos += width
         else:
             raise ApiError.bad_request(f"unsupported protobuf wire type {wire}")
@@ -429,16 +530,23 @@ def _pb_map(fields: dict[int, list[Any]], number: int, *, binary: bool = False) 
     for entry in fields.get(number, []):
         kv = _protobuf_fields(entry)
         value = kv[2][-1] if kv.get(2) else b""
-        result[_pb_str(kv, 1) or ""] = (base64.b64encode(value).decode() if binary
-                                        else value.decode())
+        result[_pb_str(kv, 1) or ""] = (
+            base64.b64encode(value).decode() if binary else value.decode()
+        )
     return result
 
 
 def _pb_object_meta(data: bytes) -> dict[str, Any]:
     f = _protobuf_fields(data)
-    meta: dict[str, Any] = {k: v for k, v in (("name", _pb_str(f, 1)),
-                                               ("generateName", _pb_str(f, 2)),
-                                               ("namespace", _pb_str(f, 3))) if v}
+    meta: dict[str, Any] = {
+        k: v
+        for k, v in (
+            ("name", _pb_str(f, 1)),
+            ("generateName", _pb_str(f, 2)),
+            ("namespace", _pb_str(f, 3)),
+        )
+        if v
+    }
     for number, key in ((11, "labels"), (12, "annotations")):
         if f.get(number):
             meta[key] = _pb_map(f, number)
@@ -454,8 +562,11 @@ def protobuf_to_json(body: bytes, rt: ResourceType) -> dict[str, Any]:
     envelope = _protobuf_fields(body[4:])
     raw = envelope[2][-1] if envelope.get(2) else b""
     f = _protobuf_fields(raw)
-    obj: dict[str, Any] = {"apiVersion": rt.api_version(), "kind": rt.kind,
-                           "metadata": _pb_object_meta(f[1][-1]) if f.get(1) else {}}
+    obj: dict[str, Any] = {
+        "apiVersion": rt.api_version(),
+        "kind": rt.kind,
+        "metadata": _pb_object_meta(f[1][-1]) if f.get(1) else {},
+    }
     if rt.key == ("", "configmaps"):
         if f.get(2):
             obj["data"] = _pb_map(f, 2)
@@ -467,10 +578,13 @@ def protobuf_to_json(body: bytes, rt: ResourceType) -> dict[str, Any]:
         if f.get(3):
             obj["type"] = _pb_str(f, 3)
     elif rt.key not in (NAMESPACE_KEY, ("", "serviceaccounts")):
-        raise ApiError(415, "UnsupportedMediaType",
-                       f"this emulator reads protobuf only for namespaces, configmaps, secrets "
-                       f"and serviceaccounts; create {rt.plural} from a manifest instead "
-                       f"(kubectl apply -f / kubectl create -f)")
+        raise ApiError(
+            415,
+            "UnsupportedMediaType",
+            f"this emulator reads protobuf only for namespaces, configmaps, secrets "
+            f"and serviceaccounts; create {rt.plural} from a manifest instead "
+            f"(kubectl apply -f / kubectl create -f)",
+        )
     return obj
 
 
@@ -534,8 +648,9 @@ def field_selector_matches(selector: str, obj: dict[str, Any]) -> bool:
 
 def json_path(obj: Any, path: str) -> Any:
     """Enough of kubectl JSONPath for printer columns: `.a.b`, `[0]`, `[?(@.type=="Ready")]`."""
-    for token in re.findall(r"\[\?\(@\.[^)]*\)\]|\[\d+\]|[^.\[\]]+", path.strip().lstrip("{")
-                            .rstrip("}")):
+    for token in re.findall(
+        r"\[\?\(@\.[^)]*\)\]|\[\d+\]|[^.\[\]]+", path.strip().lstrip("{").rstrip("}")
+    ):
         if obj is None:
             return None
         if m := re.fullmatch(r'\[\?\(@\.([\w.]+)\s*==\s*["\']?([^"\']*)["\']?\)\]', token):
@@ -560,7 +675,8 @@ def _age(timestamp: str | None) -> str:
     if not timestamp:
         return "<unknown>"
     then = datetime.datetime.strptime(timestamp[:19], "%Y-%m-%dT%H:%M:%S").replace(
-        tzinfo=datetime.UTC)
+        tzinfo=datetime.UTC
+    )
     seconds = int((datetime.datetime.now(datetime.UTC) - then).total_seconds())
     for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
         if seconds >= 2 * size:
@@ -595,15 +711,19 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
 
     _types: dict[tuple[str, str], ResourceType] = attrs.field(factory=dict, init=False)
     _store: dict[tuple[str, str], dict[tuple[str | None, str], dict[str, Any]]] = attrs.field(
-        factory=lambda: collections.defaultdict(dict), init=False)
+        factory=lambda: collections.defaultdict(dict), init=False
+    )
     _uids: dict[str, tuple[tuple[str, str], str | None, str]] = attrs.field(
-        factory=dict, init=False)
+        factory=dict, init=False
+    )
     _rv: int = attrs.field(default=1, init=False)
-    _logs: dict[tuple[str, str], collections.deque[tuple[int, str, dict[str, Any]]]] = (
-        attrs.field(factory=lambda: collections.defaultdict(
-            lambda: collections.deque(maxlen=EVENT_LOG_SIZE)), init=False))
+    _logs: dict[tuple[str, str], collections.deque[tuple[int, str, dict[str, Any]]]] = attrs.field(
+        factory=lambda: collections.defaultdict(lambda: collections.deque(maxlen=EVENT_LOG_SIZE)),
+        init=False,
+    )
     _watchers: dict[tuple[str, str], set[asyncio.Queue[Any]]] = attrs.field(
-        factory=lambda: collections.defaultdict(set), init=False)
+        factory=lambda: collections.defaultdict(set), init=False
+    )
 
     def __attrs_post_init__(self) -> None:
         # Deliberately not calling kmock's post-init: its fallback reactions would answer
@@ -620,11 +740,17 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
         self._types[rt.key] = rt
         # Keep kmock's own registry in step, for users who inspect `emu.resources`.
         for version in rt.versions:
-            self.resources[f"{rt.group}/{version}/{rt.plural}" if rt.group
-                           else f"{version}/{rt.plural}"] = kmock.ResourceInfo(
-                kind=rt.kind, singular=rt.singular, namespaced=rt.namespaced,
-                verbs=set(ALL_VERBS), shortnames=set(rt.short_names),
-                categories=set(rt.categories), subresources=set(rt.subresources))
+            self.resources[
+                f"{rt.group}/{version}/{rt.plural}" if rt.group else f"{version}/{rt.plural}"
+            ] = kmock.ResourceInfo(
+                kind=rt.kind,
+                singular=rt.singular,
+                namespaced=rt.namespaced,
+                verbs=set(ALL_VERBS),
+                shortnames=set(rt.short_names),
+                categories=set(rt.categories),
+                subresources=set(rt.subresources),
+            )
         return rt
 
     def load_crds(self, paths: Iterable[str | os.PathLike[str]]) -> list[ResourceType]:
@@ -636,12 +762,12 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
             name = doc.get("metadata", {}).get("name", "")
             crd_type = self._types[CRD_KEY]
             if (None, name) in self._store[CRD_KEY]:
-                self.patch(crd_type, None, name, "application/merge-patch+json",
-                           {"spec": doc.get("spec")})
+                self.patch(
+                    crd_type, None, name, "application/merge-patch+json", {"spec": doc.get("spec")}
+                )
             else:
                 self.create(crd_type, None, doc)
-            registered.append(self._types[(doc["spec"]["group"],
-                                           doc["spec"]["names"]["plural"])])
+            registered.append(self._types[(doc["spec"]["group"], doc["spec"]["names"]["plural"])])
         return registered
 
     def type_of(self, resource: str) -> ResourceType:
@@ -661,24 +787,38 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
             raise ApiError.not_found(rt, name)
         return copy.deepcopy(obj)
 
-    def list(self, rt: ResourceType | str, namespace: str | None = None, *,
-             label_selector: str = "", field_selector: str = "") -> list[dict[str, Any]]:
+    def list(
+        self,
+        rt: ResourceType | str,
+        namespace: str | None = None,
+        *,
+        label_selector: str = "",
+        field_selector: str = "",
+    ) -> list[dict[str, Any]]:
         rt = self.type_of(rt) if isinstance(rt, str) else rt
-        return [copy.deepcopy(obj) for obj in self._select(rt, namespace, label_selector,
-                                                           field_selector)]
+        return [
+            copy.deepcopy(obj)
+            for obj in self._select(rt, namespace, label_selector, field_selector)
+        ]
 
-    def _select(self, rt: ResourceType, namespace: str | None, label_selector: str,
-                field_selector: str) -> list[dict[str, Any]]:
-        items = [obj for (ns, _), obj in sorted(self._store[rt.key].items(),
-                                                key=lambda kv: (kv[0][0] or "", kv[0][1]))
-                 if namespace is None or ns == namespace]
+    def _select(
+        self, rt: ResourceType, namespace: str | None, label_selector: str, field_selector: str
+    ) -> list[dict[str, Any]]:
+        items = [
+            obj
+            for (ns, _), obj in sorted(
+                self._store[rt.key].items(), key=lambda kv: (kv[0][0] or "", kv[0][1])
+            )
+            if namespace is None or ns == namespace
+        ]
         return [obj for obj in items if self._matches(obj, label_selector, field_selector)]
 
     @staticmethod
     def _matches(obj: dict[str, Any], label_selector: str, field_selector: str) -> bool:
         labels = obj.get("metadata", {}).get("labels") or {}
-        return ((not label_selector or label_selector_matches(label_selector, labels))
-                and (not field_selector or field_selector_matches(field_selector, obj)))
+        return (not label_selector or label_selector_matches(label_selector, labels)) and (
+            not field_selector or field_selector_matches(field_selector, obj)
+        )
 
     # ---------------------------------------------------------------- writing
 
@@ -692,8 +832,14 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
         for queue in list(self._watchers[rt.key]):
             queue.put_nowait((event_type, obj))
 
-    def create(self, rt: ResourceType, namespace: str | None, body: dict[str, Any], *,
-               dry_run: bool = False) -> dict[str, Any]:
+    def create(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        body: dict[str, Any],
+        *,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of a create must be a JSON object")
         obj = copy.deepcopy(body)
@@ -703,7 +849,8 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
             if namespace and body_ns and body_ns != namespace:
                 raise ApiError.bad_request(
                     "the namespace of the provided object does not match the namespace sent "
-                    "on the request")
+                    "on the request"
+                )
             namespace = namespace or body_ns
             if not namespace:
                 raise ApiError.bad_request(f"{rt.kind} is namespaced: a namespace is required")
@@ -711,25 +858,34 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
             if ns_obj is None:
                 raise ApiError.not_found(self._types[NAMESPACE_KEY], namespace)
             if ns_obj["metadata"].get("deletionTimestamp"):
-                raise ApiError(403, "Forbidden",
-                               f'{rt.qualified} "{meta.get("name", "")}" is forbidden: unable '
-                               f"to create new content in namespace {namespace} because it is "
-                               "being terminated")
+                raise ApiError(
+                    403,
+                    "Forbidden",
+                    f'{rt.qualified} "{meta.get("name", "")}" is forbidden: unable '
+                    f"to create new content in namespace {namespace} because it is "
+                    "being terminated",
+                )
             meta["namespace"] = namespace
         else:
             namespace = None
             meta.pop("namespace", None)
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + "".join(
-                random.choices(string.ascii_lowercase + string.digits, k=5))
+                random.choices(string.ascii_lowercase + string.digits, k=5)
+            )
         name = meta.get("name")
         if not name:
-            raise ApiError.invalid(obj, rt.kind, "metadata.name: Required value: name or "
-                                                 "generateName is required")
+            raise ApiError.invalid(
+                obj, rt.kind, "metadata.name: Required value: name or generateName is required"
+            )
         if len(name) > 253 or not NAME_RE.match(name):
-            raise ApiError.invalid(obj, rt.kind, f"metadata.name: Invalid value: {name!r}: a "
-                                   "lowercase RFC 1123 subdomain must consist of lower case "
-                                   "alphanumeric characters, '-' or '.'")
+            raise ApiError.invalid(
+                obj,
+                rt.kind,
+                f"metadata.name: Invalid value: {name!r}: a "
+                "lowercase RFC 1123 subdomain must consist of lower case "
+                "alphanumeric characters, '-' or '.'",
+            )
         if (namespace, name) in self._store[rt.key]:
             raise ApiError.already_exists(rt, name)
         if rt.key == CRD_KEY:
@@ -757,17 +913,32 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
             obj = self.mark_deployment_ready(namespace or "", name)
         return copy.deepcopy(obj)
 
-    def replace(self, rt: ResourceType, namespace: str | None, name: str, body: dict[str, Any],
-                *, subresource: str | None = None, dry_run: bool = False) -> dict[str, Any]:
+    def replace(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        body: dict[str, Any],
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         old = self._current(rt, namespace, name)
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of an update must be a JSON object")
-        return self._update(rt, old, copy.deepcopy(body), subresource=subresource,
-                            dry_run=dry_run)
+        return self._update(rt, old, copy.deepcopy(body), subresource=subresource, dry_run=dry_run)
 
-    def patch(self, rt: ResourceType, namespace: str | None, name: str, content_type: str,
-              patch: Any, *, subresource: str | None = None,
-              dry_run: bool = False) -> dict[str, Any]:
+    def patch(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        content_type: str,
+        patch: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         content_type = content_type.split(";")[0].strip().lower()
         old = self._current(rt, namespace, name)
         try:
@@ -775,20 +946,29 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
                 new = json_patch(old, patch)
             elif content_type == "application/strategic-merge-patch+json":
                 if rt.custom:
-                    raise ApiError(415, "UnsupportedMediaType",
-                                   "strategic merge patch is not supported for custom "
-                                   "resources; use --type=merge or --type=json")
+                    raise ApiError(
+                        415,
+                        "UnsupportedMediaType",
+                        "strategic merge patch is not supported for custom "
+                        "resources; use --type=merge or --type=json",
+                    )
                 new = strategic_merge_patch(old, patch)
-            elif content_type in ("application/merge-patch+json", "application/json",
-                                  "application/apply-patch+yaml"):
+            elif content_type in (
+                "application/merge-patch+json",
+                "application/json",
+                "application/apply-patch+yaml",
+            ):
                 # Server-side apply is approximated as a merge: no field ownership here.
                 new = merge_patch(old, patch)
             else:
-                raise ApiError(415, "UnsupportedMediaType",
-                               f"the body of the request was in an unknown format - accepted "
-                               f"media types include: application/json-patch+json, "
-                               f"application/merge-patch+json, application/apply-patch+yaml"
-                               f" (got {content_type!r})")
+                raise ApiError(
+                    415,
+                    "UnsupportedMediaType",
+                    f"the body of the request was in an unknown format - accepted "
+                    f"media types include: application/json-patch+json, "
+                    f"application/merge-patch+json, application/apply-patch+yaml"
+                    f" (got {content_type!r})",
+                )
         except ValueError as e:
             raise ApiError(422, "Invalid", f"the patch could not be applied: {e}") from e
         if not isinstance(new, dict):
@@ -805,24 +985,40 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
             raise ApiError.not_found(rt, name)
         return obj
 
-    def _update(self, rt: ResourceType, old: dict[str, Any], new: dict[str, Any], *,
-                subresource: str | None, dry_run: bool = False) -> dict[str, Any]:
+    def _update(
+        self,
+        rt: ResourceType,
+        old: dict[str, Any],
+        new: dict[str, Any],
+        *,
+        subresource: str | None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         old_meta = old["metadata"]
         name, namespace = old_meta["name"], old_meta.get("namespace")
         if subresource not in (None, "status") or (
-                subresource == "status" and "status" not in rt.subresources):
+            subresource == "status" and "status" not in rt.subresources
+        ):
             raise ApiError.no_such_resource()
         new_meta = new.setdefault("metadata", {})
         if not isinstance(new_meta, dict):
             raise ApiError.bad_request("metadata must be an object")
         wanted_rv = new_meta.get("resourceVersion")
         if wanted_rv and str(wanted_rv) != old_meta["resourceVersion"]:
-            raise ApiError.conflict(rt, name, "the object has been modified; please apply "
-                                              "your changes to the latest version and try again")
+            raise ApiError.conflict(
+                rt,
+                name,
+                "the object has been modified; please apply "
+                "your changes to the latest version and try again",
+            )
         if new_meta.get("uid") and new_meta["uid"] != old_meta["uid"]:
-            raise ApiError.conflict(rt, name, "Precondition failed: UID in precondition: "
-                                              f"{new_meta['uid']}, UID in object meta: "
-                                              f"{old_meta['uid']}")
+            raise ApiError.conflict(
+                rt,
+                name,
+                "Precondition failed: UID in precondition: "
+                f"{new_meta['uid']}, UID in object meta: "
+                f"{old_meta['uid']}",
+            )
         if subresource == "status":
             # Only the status moves through /status; everything else stays as it was.
             result = {k: v for k, v in old.items() if k != "status"}
@@ -838,8 +1034,16 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
                 result["status"] = old.get("status")
         meta = dict(result.get("metadata") or {})
         # System-owned metadata cannot be changed by clients.
-        for field in ("name", "namespace", "uid", "creationTimestamp", "deletionTimestamp",
-                      "deletionGracePeriodSeconds", "generation", "resourceVersion"):
+        for field in (
+            "name",
+            "namespace",
+            "uid",
+            "creationTimestamp",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "generation",
+            "resourceVersion",
+        ):
             if field in old_meta:
                 meta[field] = old_meta[field]
             else:
@@ -866,22 +1070,37 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
         self._emit(rt, "MODIFIED", result)
         if rt.key == CRD_KEY:
             self.register(crd_type)
-        if (rt.key == DEPLOYMENT_KEY and self.ready_deployments and subresource is None
-                and meta.get("generation") != old_meta.get("generation")):
+        if (
+            rt.key == DEPLOYMENT_KEY
+            and self.ready_deployments
+            and subresource is None
+            and meta.get("generation") != old_meta.get("generation")
+        ):
             result = self.mark_deployment_ready(namespace, name)
         return copy.deepcopy(result)
 
-    def delete(self, rt: ResourceType, namespace: str | None, name: str, *,
-               propagation: str = "Background", preconditions: dict[str, Any] | None = None,
-               dry_run: bool = False) -> dict[str, Any]:
+    def delete(
+        self,
+        rt: ResourceType,
+        namespace: str | None,
+        name: str,
+        *,
+        propagation: str = "Background",
+        preconditions: dict[str, Any] | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
         obj = self._current(rt, namespace, name)
         meta = obj["metadata"]
         for field in ("uid", "resourceVersion"):
             wanted = (preconditions or {}).get(field)
             if wanted and wanted != meta.get(field):
-                raise ApiError.conflict(rt, name, f"Precondition failed: {field} in "
-                                                  f"precondition: {wanted}, {field} in object "
-                                                  f"meta: {meta.get(field)}")
+                raise ApiError.conflict(
+                    rt,
+                    name,
+                    f"Precondition failed: {field} in "
+                    f"precondition: {wanted}, {field} in object "
+                    f"meta: {meta.get(field)}",
+                )
         if dry_run:
             return copy.deepcopy(obj)
         if rt.key == NAMESPACE_KEY:
@@ -889,16 +1108,23 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
         if meta.get("finalizers"):
             if meta.get("deletionTimestamp"):
                 return copy.deepcopy(obj)  # already pending; waiting for the finalizers
-            marked = {**obj, "metadata": {**meta, "deletionTimestamp": now_rfc3339(),
-                                          "deletionGracePeriodSeconds": 0,
-                                          "resourceVersion": self._next_rv()}}
+            marked = {
+                **obj,
+                "metadata": {
+                    **meta,
+                    "deletionTimestamp": now_rfc3339(),
+                    "deletionGracePeriodSeconds": 0,
+                    "resourceVersion": self._next_rv(),
+                },
+            }
             self._store[rt.key][(meta.get("namespace"), name)] = marked
             self._emit(rt, "MODIFIED", marked)
             return copy.deepcopy(marked)
         return copy.deepcopy(self._hard_delete(rt, obj, propagation))
 
-    def _hard_delete(self, rt: ResourceType, obj: dict[str, Any],
-                     propagation: str) -> dict[str, Any]:
+    def _hard_delete(
+        self, rt: ResourceType, obj: dict[str, Any], propagation: str
+    ) -> dict[str, Any]:
         meta = obj["metadata"]
         key = (meta.get("namespace"), meta["name"])
         if self._store[rt.key].pop(key, None) is None:
@@ -925,25 +1151,40 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
                 alive = [ref for ref in remaining if ref.get("uid") in self._uids]
                 meta = obj["metadata"]
                 if orphan or alive:
-                    self.patch(rt, meta.get("namespace"), meta["name"],
-                               "application/json-patch+json",
-                               [{"op": "replace", "path": "/metadata/ownerReferences",
-                                 "value": remaining}])
+                    self.patch(
+                        rt,
+                        meta.get("namespace"),
+                        meta["name"],
+                        "application/json-patch+json",
+                        [
+                            {
+                                "op": "replace",
+                                "path": "/metadata/ownerReferences",
+                                "value": remaining,
+                            }
+                        ],
+                    )
                 elif (meta.get("namespace"), meta["name"]) in self._store[rt.key]:
                     self.delete(rt, meta.get("namespace"), meta["name"])
 
     def _delete_namespace(self, rt: ResourceType, obj: dict[str, Any]) -> dict[str, Any]:
         name = obj["metadata"]["name"]
         if not obj["metadata"].get("deletionTimestamp"):
-            obj = {**obj, "metadata": {**obj["metadata"], "deletionTimestamp": now_rfc3339(),
-                                       "resourceVersion": self._next_rv()},
-                   "status": {"phase": "Terminating"}}
+            obj = {
+                **obj,
+                "metadata": {
+                    **obj["metadata"],
+                    "deletionTimestamp": now_rfc3339(),
+                    "resourceVersion": self._next_rv(),
+                },
+                "status": {"phase": "Terminating"},
+            }
             self._store[rt.key][(None, name)] = obj
             self._emit(rt, "MODIFIED", obj)
         for other in list(self._types.values()):
             if not other.namespaced:
                 continue
-            for (ns, obj_name) in list(self._store[other.key]):
+            for ns, obj_name in list(self._store[other.key]):
                 if ns == name and (ns, obj_name) in self._store[other.key]:
                     self.delete(other, ns, obj_name)
         self._finish_namespace_if_empty(name)
@@ -953,8 +1194,12 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
         ns_obj = self._store[NAMESPACE_KEY].get((None, namespace))
         if ns_obj is None or not ns_obj["metadata"].get("deletionTimestamp"):
             return
-        if any(ns == namespace for rt in self._types.values() if rt.namespaced
-               for (ns, _) in self._store[rt.key]):
+        if any(
+            ns == namespace
+            for rt in self._types.values()
+            if rt.namespaced
+            for (ns, _) in self._store[rt.key]
+        ):
             return
         self._hard_delete(self._types[NAMESPACE_KEY], ns_obj, "Background")
 
@@ -972,8 +1217,9 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
 
     # ---------------------------------------------------------------- no-kubelet helpers
 
-    def mark_deployment_ready(self, namespace: str, name: str,
-                              replicas: int | None = None) -> dict[str, Any]:
+    def mark_deployment_ready(
+        self, namespace: str, name: str, replicas: int | None = None
+    ) -> dict[str, Any]:
         """Write the status a kubelet and controller-manager would: all replicas ready."""
         rt = self._types[DEPLOYMENT_KEY]
         obj = self._current(rt, namespace, name)
@@ -981,15 +1227,27 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
         now = now_rfc3339()
         status = {
             "observedGeneration": obj["metadata"].get("generation", 1),
-            "replicas": wanted, "updatedReplicas": wanted, "readyReplicas": wanted,
+            "replicas": wanted,
+            "updatedReplicas": wanted,
+            "readyReplicas": wanted,
             "availableReplicas": wanted,
             "conditions": [
-                {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable",
-                 "message": "Deployment has minimum availability.",
-                 "lastUpdateTime": now, "lastTransitionTime": now},
-                {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable",
-                 "message": f'ReplicaSet "{name}" has successfully progressed.',
-                 "lastUpdateTime": now, "lastTransitionTime": now},
+                {
+                    "type": "Available",
+                    "status": "True",
+                    "reason": "MinimumReplicasAvailable",
+                    "message": "Deployment has minimum availability.",
+                    "lastUpdateTime": now,
+                    "lastTransitionTime": now,
+                },
+                {
+                    "type": "Progressing",
+                    "status": "True",
+                    "reason": "NewReplicaSetAvailable",
+                    "message": f'ReplicaSet "{name}" has successfully progressed.',
+                    "lastUpdateTime": now,
+                    "lastTransitionTime": now,
+                },
             ],
         }
         if wanted == 0:
@@ -1007,21 +1265,31 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
             request = await kmock.Request._parse(raw_request, id=len(self._requests))
         except ValueError:
             request = kmock.Request(
-                id=len(self._requests), raw_request=raw_request, url=raw_request.url,
-                method=raw_request.method, params=dict(raw_request.query),
-                headers=dict(raw_request.headers), body=await raw_request.read())
+                id=len(self._requests),
+                raw_request=raw_request,
+                url=raw_request.url,
+                method=raw_request.method,
+                params=dict(raw_request.query),
+                headers=dict(raw_request.headers),
+                body=await raw_request.read(),
+            )
         if len(self._requests) >= MAX_KEPT_REQUESTS:
             del self._requests[: MAX_KEPT_REQUESTS // 2]
         self._requests.append(request)
         try:
             return await self._handle(request)
         except Exception as e:
-            logger.exception("The emulator failed to serve %s %s", raw_request.method,
-                             raw_request.path_qs)
-            return _status_response(ApiError(500, "InternalError",
-                                             f"an error on the server ({e!r}) has prevented "
-                                             "the request from succeeding",
-                                             {"causes": [{"message": traceback.format_exc()}]}))
+            logger.exception(
+                "The emulator failed to serve %s %s", raw_request.method, raw_request.path_qs
+            )
+            return _status_response(
+                ApiError(
+                    500,
+                    "InternalError",
+                    f"an error on the server ({e!r}) has prevented the request from succeeding",
+                    {"causes": [{"message": traceback.format_exc()}]},
+                )
+            )
 
     async def _handle(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
         # First the user's kmock reactions (if any), bypassing kmock's own k8s emulation...
@@ -1077,10 +1345,10 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
         if method == "GET" and (params.get("watch") in ("true", "1") or params.get("watch") == ""):
             field_selector = params.get("fieldSelector", "")
             if name:
-                field_selector = ",".join(filter(None, [field_selector,
-                                                        f"metadata.name={name}"]))
-            return await self._watch(raw, rt, version, namespace, params.get(
-                "labelSelector", ""), field_selector, table)
+                field_selector = ",".join(filter(None, [field_selector, f"metadata.name={name}"]))
+            return await self._watch(
+                raw, rt, version, namespace, params.get("labelSelector", ""), field_selector, table
+            )
         if method == "GET" and name is None:
             return self._respond_list(rt, version, namespace, params, table)
         if method == "GET":
@@ -1092,64 +1360,101 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
             obj = self.create(rt, namespace, _decode(body_bytes), dry_run=dry_run)
             return self._respond(rt, version, obj, status=201)
         if method == "PUT" and name:
-            obj = self.replace(rt, namespace, name, _decode(body_bytes),
-                               subresource=subresource, dry_run=dry_run)
+            obj = self.replace(
+                rt, namespace, name, _decode(body_bytes), subresource=subresource, dry_run=dry_run
+            )
             return self._respond(rt, version, obj)
         if method == "PATCH" and name:
             content_type = raw.headers.get("Content-Type", "application/merge-patch+json")
             body = _decode(body_bytes)
             if content_type.startswith("application/apply-patch") and (
-                    (namespace if rt.namespaced else None, name) not in self._store[rt.key]):
+                (namespace if rt.namespaced else None, name) not in self._store[rt.key]
+            ):
                 obj = self.create(rt, namespace, body, dry_run=dry_run)
                 return self._respond(rt, version, obj, status=201)
-            obj = self.patch(rt, namespace, name, content_type, body, subresource=subresource,
-                             dry_run=dry_run)
+            obj = self.patch(
+                rt, namespace, name, content_type, body, subresource=subresource, dry_run=dry_run
+            )
             return self._respond(rt, version, obj)
         if method == "DELETE":
             options = _decode(body_bytes) if body_bytes else {}
             options = options if isinstance(options, dict) else {}
-            propagation = params.get("propagationPolicy") or options.get(
-                "propagationPolicy") or ("Orphan" if options.get("orphanDependents") else
-                                         "Background")
+            propagation = (
+                params.get("propagationPolicy")
+                or options.get("propagationPolicy")
+                or ("Orphan" if options.get("orphanDependents") else "Background")
+            )
             dry_run = dry_run or "All" in (options.get("dryRun") or [])
             if name:
-                obj = self.delete(rt, namespace, name, propagation=propagation,
-                                  preconditions=options.get("preconditions"), dry_run=dry_run)
+                obj = self.delete(
+                    rt,
+                    namespace,
+                    name,
+                    propagation=propagation,
+                    preconditions=options.get("preconditions"),
+                    dry_run=dry_run,
+                )
                 return self._respond(rt, version, obj)
-            victims = self._select(rt, namespace, params.get("labelSelector", ""),
-                                   params.get("fieldSelector", ""))
+            victims = self._select(
+                rt, namespace, params.get("labelSelector", ""), params.get("fieldSelector", "")
+            )
             for victim in victims:
                 if not dry_run:
-                    self.delete(rt, victim["metadata"].get("namespace"),
-                                victim["metadata"]["name"], propagation=propagation)
+                    self.delete(
+                        rt,
+                        victim["metadata"].get("namespace"),
+                        victim["metadata"]["name"],
+                        propagation=propagation,
+                    )
             return aiohttp.web.json_response(
-                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
+                {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"}
+            )
         raise ApiError(405, "MethodNotAllowed", f"{method} is not supported on {path}")
 
     # ---------------------------------------------------------------- responses
 
-    def _respond(self, rt: ResourceType, version: str, obj: dict[str, Any], *,
-                 status: int = 200, table: bool = False) -> aiohttp.web.Response:
+    def _respond(
+        self,
+        rt: ResourceType,
+        version: str,
+        obj: dict[str, Any],
+        *,
+        status: int = 200,
+        table: bool = False,
+    ) -> aiohttp.web.Response:
         body = {**obj, "apiVersion": rt.api_version(version)}
         if table:
             body = self._table(rt, [body])
         return aiohttp.web.json_response(body, status=status, dumps=json.dumps)
 
-    def _respond_list(self, rt: ResourceType, version: str, namespace: str | None,
-                      params: Any, table: bool) -> aiohttp.web.Response:
-        items = self._select(rt, namespace, params.get("labelSelector", ""),
-                             params.get("fieldSelector", ""))
+    def _respond_list(
+        self, rt: ResourceType, version: str, namespace: str | None, params: Any, table: bool
+    ) -> aiohttp.web.Response:
+        items = self._select(
+            rt, namespace, params.get("labelSelector", ""), params.get("fieldSelector", "")
+        )
         items = [{**obj, "apiVersion": rt.api_version(version)} for obj in items]
         if table:
             return aiohttp.web.json_response(self._table(rt, items))
-        return aiohttp.web.json_response({
-            "kind": f"{rt.kind}List", "apiVersion": rt.api_version(version),
-            "metadata": {"resourceVersion": str(self._rv)}, "items": items,
-        })
+        return aiohttp.web.json_response(
+            {
+                "kind": f"{rt.kind}List",
+                "apiVersion": rt.api_version(version),
+                "metadata": {"resourceVersion": str(self._rv)},
+                "items": items,
+            }
+        )
 
-    async def _watch(self, raw: aiohttp.web.BaseRequest, rt: ResourceType, version: str,
-                     namespace: str | None, label_selector: str, field_selector: str,
-                     table: bool) -> aiohttp.web.StreamResponse:
+    async def _watch(
+        self,
+        raw: aiohttp.web.BaseRequest,
+        rt: ResourceType,
+        version: str,
+        namespace: str | None,
+        label_selector: str,
+        field_selector: str,
+        table: bool,
+    ) -> aiohttp.web.StreamResponse:
         params = raw.query
         since = params.get("resourceVersion", "")
         initial = params.get("sendInitialEvents") == "true"
@@ -1165,8 +1470,10 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
         backlog: list[tuple[str, dict[str, Any]]] = []
         expired = False
         if since in ("", "0") or initial:
-            backlog = [("ADDED", obj) for obj in self._select(rt, namespace, label_selector,
-                                                              field_selector)]
+            backlog = [
+                ("ADDED", obj)
+                for obj in self._select(rt, namespace, label_selector, field_selector)
+            ]
         else:
             try:
                 since_rv = int(since)
@@ -1179,20 +1486,35 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
             backlog = [(t, o) for rv, t, o in log if rv > since_rv]
 
         response = aiohttp.web.StreamResponse(
-            status=200, headers={"Content-Type": "application/json",
-                                 "Transfer-Encoding": "chunked"})
+            status=200, headers={"Content-Type": "application/json", "Transfer-Encoding": "chunked"}
+        )
         try:
             await response.prepare(raw)
             if expired:
-                await self._write_event(response, "ERROR", {
-                    **ApiError(410, "Expired", f"too old resource version: {since}").status()})
+                await self._write_event(
+                    response,
+                    "ERROR",
+                    {**ApiError(410, "Expired", f"too old resource version: {since}").status()},
+                )
                 return response
             for event_type, obj in backlog:
-                await self._write_watch_event(response, rt, version, event_type, obj, namespace,
-                                              label_selector, field_selector, table)
+                await self._write_watch_event(
+                    response,
+                    rt,
+                    version,
+                    event_type,
+                    obj,
+                    namespace,
+                    label_selector,
+                    field_selector,
+                    table,
+                )
             if initial:
-                await self._write_event(response, "BOOKMARK", self._bookmark(
-                    rt, version, {"k8s.io/initial-events-end": "true"}))
+                await self._write_event(
+                    response,
+                    "BOOKMARK",
+                    self._bookmark(rt, version, {"k8s.io/initial-events-end": "true"}),
+                )
             loop = asyncio.get_running_loop()
             deadline = loop.time() + timeout
             while (left := deadline - loop.time()) > 0:
@@ -1205,8 +1527,9 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
                     continue
                 if item is None:  # the server is shutting down
                     break
-                await self._write_watch_event(response, rt, version, *item, namespace,
-                                              label_selector, field_selector, table)
+                await self._write_watch_event(
+                    response, rt, version, *item, namespace, label_selector, field_selector, table
+                )
         except (ConnectionResetError, aiohttp.ClientConnectionResetError):
             pass  # the client went away; nothing to tell it
         finally:
@@ -1215,10 +1538,18 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
             await response.write_eof()
         return response
 
-    async def _write_watch_event(self, response: aiohttp.web.StreamResponse, rt: ResourceType,
-                                 version: str, event_type: str, obj: dict[str, Any],
-                                 namespace: str | None, label_selector: str,
-                                 field_selector: str, table: bool) -> None:
+    async def _write_watch_event(
+        self,
+        response: aiohttp.web.StreamResponse,
+        rt: ResourceType,
+        version: str,
+        event_type: str,
+        obj: dict[str, Any],
+        namespace: str | None,
+        label_selector: str,
+        field_selector: str,
+        table: bool,
+    ) -> None:
         if namespace is not None and obj["metadata"].get("namespace") != namespace:
             return
         if not self._matches(obj, label_selector, field_selector):
@@ -1229,12 +1560,14 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
         await self._write_event(response, event_type, body)
 
     @staticmethod
-    async def _write_event(response: aiohttp.web.StreamResponse, event_type: str,
-                           obj: dict[str, Any]) -> None:
+    async def _write_event(
+        response: aiohttp.web.StreamResponse, event_type: str, obj: dict[str, Any]
+    ) -> None:
         await response.write(json.dumps({"type": event_type, "object": obj}).encode() + b"\n")
 
-    def _bookmark(self, rt: ResourceType, version: str,
-                  annotations: dict[str, str] | None = None) -> dict[str, Any]:
+    def _bookmark(
+        self, rt: ResourceType, version: str, annotations: dict[str, str] | None = None
+    ) -> dict[str, Any]:
         meta: dict[str, Any] = {"resourceVersion": str(self._rv)}
         if annotations:
             meta["annotations"] = annotations
@@ -1250,29 +1583,46 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
 
     def _table(self, rt: ResourceType, items: list[dict[str, Any]]) -> dict[str, Any]:
         columns: list[tuple[str, str, Callable[[dict[str, Any]], Any], int]] = [
-            ("Name", "string", lambda o: o["metadata"]["name"], 0)]
+            ("Name", "string", lambda o: o["metadata"]["name"], 0)
+        ]
         if rt.printer_columns:
             for col_name, col_type, path, priority in rt.printer_columns:
                 columns.append((col_name, col_type, _column_getter(col_type, path), priority))
         else:
             columns.extend(_builtin_columns(rt))
-            columns.append(("Age", "string",
-                            lambda o: _age(o["metadata"].get("creationTimestamp")), 0))
+            columns.append(
+                ("Age", "string", lambda o: _age(o["metadata"].get("creationTimestamp")), 0)
+            )
         rows = []
         for obj in items:
             cells = []
             for _, _, getter, _ in columns:
                 value = getter(obj)
                 cells.append("<none>" if value is None else value)
-            rows.append({"cells": cells, "object": {
-                "kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
-                "metadata": obj["metadata"]}})
+            rows.append(
+                {
+                    "cells": cells,
+                    "object": {
+                        "kind": "PartialObjectMetadata",
+                        "apiVersion": "meta.k8s.io/v1",
+                        "metadata": obj["metadata"],
+                    },
+                }
+            )
         return {
-            "kind": "Table", "apiVersion": "meta.k8s.io/v1",
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
             "metadata": {"resourceVersion": str(self._rv)},
-            "columnDefinitions": [{"name": n, "type": t, "format": "name" if n == "Name" else "",
-                                   "description": n, "priority": p}
-                                  for n, t, _, p in columns],
+            "columnDefinitions": [
+                {
+                    "name": n,
+                    "type": t,
+                    "format": "name" if n == "Name" else "",
+                    "description": n,
+                    "priority": p,
+                }
+                for n, t, _, p in columns
+            ],
             "rows": rows,
         }
 
@@ -1286,28 +1636,46 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
             # message is a valid, empty OpenAPI document: every kind is then "unknown" and
             # kubectl skips schema checks instead of failing to download (no --validate=false).
             return aiohttp.web.Response(
-                body=b"", content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf")
+                body=b"", content_type="application/com.github.proto-openapi.spec.v2.v1.0+protobuf"
+            )
         if path == "/version":
-            return aiohttp.web.json_response({
-                "major": "1", "minor": "32", "gitVersion": "v1.32.0-inframind-localstack",
-                "gitCommit": "0" * 40, "gitTreeState": "clean",
-                "buildDate": "2025-01-01T00:00:00Z", "goVersion": "go1.23",
-                "compiler": "gc", "platform": "linux/amd64"})
+            return aiohttp.web.json_response(
+                {
+                    "major": "1",
+                    "minor": "32",
+                    "gitVersion": "v1.32.0-inframind-localstack",
+                    "gitCommit": "0" * 40,
+                    "gitTreeState": "clean",
+                    "buildDate": "2025-01-01T00:00:00Z",
+                    "goVersion": "go1.23",
+                    "compiler": "gc",
+                    "platform": "linux/amd64",
+                }
+            )
         if path == "/api":
-            return aiohttp.web.json_response({
-                "kind": "APIVersions", "versions": ["v1"],
-                "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0",
-                                                "serverAddress": "127.0.0.1"}]})
+            return aiohttp.web.json_response(
+                {
+                    "kind": "APIVersions",
+                    "versions": ["v1"],
+                    "serverAddressByClientCIDRs": [
+                        {"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}
+                    ],
+                }
+            )
         if path == "/apis":
             groups = sorted({rt.group for rt in self._types.values() if rt.group})
-            return aiohttp.web.json_response({"kind": "APIGroupList", "apiVersion": "v1",
-                                              "groups": [self._api_group(g) for g in groups]})
+            return aiohttp.web.json_response(
+                {
+                    "kind": "APIGroupList",
+                    "apiVersion": "v1",
+                    "groups": [self._api_group(g) for g in groups],
+                }
+            )
         if path == "/":
             paths = {"/api", "/api/v1", "/apis", "/version", "/healthz"}
             for rt in self._types.values():
                 if rt.group:
-                    paths |= {f"/apis/{rt.group}"} | {f"/apis/{rt.group}/{v}"
-                                                      for v in rt.versions}
+                    paths |= {f"/apis/{rt.group}"} | {f"/apis/{rt.group}/{v}" for v in rt.versions}
             return aiohttp.web.json_response({"paths": sorted(paths)})
         return None
 
@@ -1321,8 +1689,13 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
         def gv(v: str) -> dict[str, str]:
             return {"groupVersion": f"{group}/{v}", "version": v}
 
-        return {"kind": "APIGroup", "apiVersion": "v1", "name": group,
-                "versions": [gv(v) for v in versions], "preferredVersion": gv(preferred)}
+        return {
+            "kind": "APIGroup",
+            "apiVersion": "v1",
+            "name": group,
+            "versions": [gv(v) for v in versions],
+            "preferredVersion": gv(preferred),
+        }
 
     def _api_resource_list(self, group: str, version: str) -> dict[str, Any]:
         rts = [rt for rt in self._types.values() if rt.group == group and version in rt.versions]
@@ -1330,19 +1703,34 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
             raise ApiError.no_such_resource()
         resources: list[dict[str, Any]] = []
         for rt in sorted(rts, key=lambda r: r.plural):
-            resources.append({
-                "name": rt.plural, "singularName": rt.singular, "namespaced": rt.namespaced,
-                "kind": rt.kind, "verbs": list(ALL_VERBS), "shortNames": list(rt.short_names),
-                "categories": list(rt.categories),
-            })
+            resources.append(
+                {
+                    "name": rt.plural,
+                    "singularName": rt.singular,
+                    "namespaced": rt.namespaced,
+                    "kind": rt.kind,
+                    "verbs": list(ALL_VERBS),
+                    "shortNames": list(rt.short_names),
+                    "categories": list(rt.categories),
+                }
+            )
             for sub in rt.subresources:
                 if sub == "status":
-                    resources.append({"name": f"{rt.plural}/status", "singularName": "",
-                                      "namespaced": rt.namespaced, "kind": rt.kind,
-                                      "verbs": ["get", "patch", "update"]})
-        return {"kind": "APIResourceList", "apiVersion": "v1",
-                "groupVersion": f"{group}/{version}" if group else version,
-                "resources": resources}
+                    resources.append(
+                        {
+                            "name": f"{rt.plural}/status",
+                            "singularName": "",
+                            "namespaced": rt.namespaced,
+                            "kind": rt.kind,
+                            "verbs": ["get", "patch", "update"],
+                        }
+                    )
+        return {
+            "kind": "APIResourceList",
+            "apiVersion": "v1",
+            "groupVersion": f"{group}/{version}" if group else version,
+            "resources": resources,
+        }
 
 
 def _version_priority(version: str) -> tuple[int, int, int]:
@@ -1367,10 +1755,20 @@ def _crd_status(crd: dict[str, Any]) -> dict[str, Any]:
         "acceptedNames": spec.get("names") or {},
         "storedVersions": [v["name"] for v in spec.get("versions") or [] if v.get("storage")],
         "conditions": [
-            {"type": "NamesAccepted", "status": "True", "reason": "NoConflicts",
-             "message": "no conflicts found", "lastTransitionTime": now},
-            {"type": "Established", "status": "True", "reason": "InitialNamesAccepted",
-             "message": "the initial names have been accepted", "lastTransitionTime": now},
+            {
+                "type": "NamesAccepted",
+                "status": "True",
+                "reason": "NoConflicts",
+                "message": "no conflicts found",
+                "lastTransitionTime": now,
+            },
+            {
+                "type": "Established",
+                "status": "True",
+                "reason": "InitialNamesAccepted",
+                "message": "the initial names have been accepted",
+                "lastTransitionTime": now,
+            },
         ],
     }
 
@@ -1381,6 +1779,7 @@ def _column_getter(col_type: str, path: str) -> Callable[[dict[str, Any]], Any]:
         if col_type == "date" and isinstance(value, str):
             return _age(value)
         return value
+
     return get
 
 
@@ -1390,21 +1789,40 @@ def _builtin_columns(rt: ResourceType) -> list[tuple[str, str, Callable[..., Any
 
     if rt.key == DEPLOYMENT_KEY:
         return [
-            ("Ready", "string",
-             lambda o: f"{st(o, 'readyReplicas')}/{(o.get('spec') or {}).get('replicas', 1)}", 0),
+            (
+                "Ready",
+                "string",
+                lambda o: f"{st(o, 'readyReplicas')}/{(o.get('spec') or {}).get('replicas', 1)}",
+                0,
+            ),
             ("Up-to-date", "integer", lambda o: st(o, "updatedReplicas"), 0),
             ("Available", "integer", lambda o: st(o, "availableReplicas"), 0),
         ]
     if rt.key in (("", "configmaps"), ("", "secrets")):
-        return [("Data", "integer",
-                 lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {}), 0)]
+        return [
+            (
+                "Data",
+                "integer",
+                lambda o: len(o.get("data") or {}) + len(o.get("binaryData") or {}),
+                0,
+            )
+        ]
     if rt.key == ("", "services"):
         return [
             ("Type", "string", lambda o: (o.get("spec") or {}).get("type", "ClusterIP"), 0),
             ("Cluster-IP", "string", lambda o: (o.get("spec") or {}).get("clusterIP"), 0),
-            ("Port(s)", "string", lambda o: ",".join(
-                f"{p.get('port')}/{p.get('protocol', 'TCP')}"
-                for p in (o.get("spec") or {}).get("ports") or []) or None, 0),
+            (
+                "Port(s)",
+                "string",
+                lambda o: (
+                    ",".join(
+                        f"{p.get('port')}/{p.get('protocol', 'TCP')}"
+                        for p in (o.get("spec") or {}).get("ports") or []
+                    )
+                    or None
+                ),
+                0,
+            ),
         ]
     if rt.key == NAMESPACE_KEY:
         return [("Status", "string", lambda o: (o.get("status") or {}).get("phase"), 0)]
@@ -1412,9 +1830,23 @@ def _builtin_columns(rt: ResourceType) -> list[tuple[str, str, Callable[..., Any
         return [
             ("Type", "string", lambda o: o.get("type"), 0),
             ("Reason", "string", lambda o: o.get("reason"), 0),
-            ("Object", "string", lambda o: "/".join(filter(None, [
-                ((o.get("involvedObject") or o.get("regarding") or {}).get("kind") or "").lower(),
-                (o.get("involvedObject") or o.get("regarding") or {}).get("name")])), 0),
+            (
+                "Object",
+                "string",
+                lambda o: "/".join(
+                    filter(
+                        None,
+                        [
+                            (
+                                (o.get("involvedObject") or o.get("regarding") or {}).get("kind")
+                                or ""
+                            ).lower(),
+                            (o.get("involvedObject") or o.get("regarding") or {}).get("name"),
+                        ],
+                    )
+                ),
+                0,
+            ),
             ("Message", "string", lambda o: o.get("message") or o.get("note"), 0),
         ]
     if rt.key == ("", "pods"):
@@ -1442,8 +1874,11 @@ def _status_response(error: ApiError) -> aiohttp.web.Response:
 
 def _iter_yaml_docs(paths: Iterable[str | os.PathLike[str]]) -> Iterator[dict[str, Any]]:
     for path in map(pathlib.Path, paths):
-        files = (sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
-                 if path.is_dir() else [path])
+        files = (
+            sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml", ".json"))
+            if path.is_dir()
+            else [path]
+        )
         for file in files:
             for doc in yaml.safe_load_all(file.read_text()):
                 if isinstance(doc, dict) and doc.get("kind") == "List":
@@ -1460,11 +1895,21 @@ def _iter_yaml_docs(paths: Iterable[str | os.PathLike[str]]) -> Iterator[dict[st
 def write_kubeconfig(path: str | os.PathLike[str], url: str, namespace: str = "default") -> str:
     """Write a kubeconfig for an insecure, auth-less local server; return its path."""
     config = {
-        "apiVersion": "v1", "kind": "Config", "preferences": {},
+        "apiVersion": "v1",
+        "kind": "Config",
+        "preferences": {},
         "clusters": [{"name": "inframind-local", "cluster": {"server": url}}],
         "users": [{"name": "inframind-local", "user": {}}],
-        "contexts": [{"name": "inframind-local", "context": {
-            "cluster": "inframind-local", "user": "inframind-local", "namespace": namespace}}],
+        "contexts": [
+            {
+                "name": "inframind-local",
+                "context": {
+                    "cluster": "inframind-local",
+                    "user": "inframind-local",
+                    "namespace": namespace,
+                },
+            }
+        ],
         "current-context": "inframind-local",
     }
     target = pathlib.Path(path)
@@ -1505,8 +1950,9 @@ async def serve_emulator(
             await site.start()
             actual_port = runner.addresses[0][1]
             url = f"http://127.0.0.1:{actual_port}"
-            kubeconfig = (write_kubeconfig(kubeconfig_path, url)
-                          if kubeconfig_path is not None else None)
+            kubeconfig = (
+                write_kubeconfig(kubeconfig_path, url) if kubeconfig_path is not None else None
+            )
             yield ServingInfo(emu, actual_port, url, kubeconfig)
         finally:
             emu.close_watches()
@@ -1516,9 +1962,15 @@ async def serve_emulator(
 class EmulatorHandle:
     """An emulator served from a background thread, for synchronous tests and scripts."""
 
-    def __init__(self, port: int = 0, crds: Iterable[str | os.PathLike[str]] = (),
-                 kubeconfig_path: str | os.PathLike[str] | None = None, *,
-                 ready_deployments: bool = False, start_timeout: float = 10.0) -> None:
+    def __init__(
+        self,
+        port: int = 0,
+        crds: Iterable[str | os.PathLike[str]] = (),
+        kubeconfig_path: str | os.PathLike[str] | None = None,
+        *,
+        ready_deployments: bool = False,
+        start_timeout: float = 10.0,
+    ) -> None:
         self._args = (port, list(crds), kubeconfig_path, ready_deployments)
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -1543,8 +1995,9 @@ class EmulatorHandle:
         port, crds, kubeconfig_path, ready_deployments = self._args
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        async with serve_emulator(port, crds, kubeconfig_path,
-                                  ready_deployments=ready_deployments) as info:
+        async with serve_emulator(
+            port, crds, kubeconfig_path, ready_deployments=ready_deployments
+        ) as info:
             self._info = info
             self._ready.set()
             await self._stop.wait()
@@ -1570,8 +2023,7 @@ class EmulatorHandle:
     def emulator(self) -> InfraMindEmulator:
         return self.info.emulator
 
-    def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 10.0,
-             **kwargs: Any) -> Any:
+    def call(self, fn: Callable[..., Any], *args: Any, timeout: float = 10.0, **kwargs: Any) -> Any:
         """Run fn(*args, **kwargs) on the emulator's event loop, where its state lives."""
         assert self._loop is not None
 
@@ -1580,8 +2032,9 @@ class EmulatorHandle:
 
         return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
 
-    def mark_deployment_ready(self, namespace: str, name: str,
-                              replicas: int | None = None) -> dict[str, Any]:
+    def mark_deployment_ready(
+        self, namespace: str, name: str, replicas: int | None = None
+    ) -> dict[str, Any]:
         return self.call(self.emulator.mark_deployment_ready, namespace, name, replicas)
 
     def load_crds(self, paths: Iterable[str | os.PathLike[str]]) -> list[ResourceType]:
@@ -1604,12 +2057,22 @@ class EmulatorHandle:
         self.stop()
 
 
-def run_emulator(port: int = 0, crds: Iterable[str | os.PathLike[str]] = (),
-                 kubeconfig_path: str | os.PathLike[str] | None = None, *,
-                 ready_deployments: bool = False, start_timeout: float = 10.0) -> EmulatorHandle:
+def run_emulator(
+    port: int = 0,
+    crds: Iterable[str | os.PathLike[str]] = (),
+    kubeconfig_path: str | os.PathLike[str] | None = None,
+    *,
+    ready_deployments: bool = False,
+    start_timeout: float = 10.0,
+) -> EmulatorHandle:
     """Start an emulator in a background thread; use as `with run_emulator(...) as emu:`."""
-    return EmulatorHandle(port, crds, kubeconfig_path, ready_deployments=ready_deployments,
-                          start_timeout=start_timeout)
+    return EmulatorHandle(
+        port,
+        crds,
+        kubeconfig_path,
+        ready_deployments=ready_deployments,
+        start_timeout=start_timeout,
+    )
 
 
 async def _serve_forever(args: argparse.Namespace) -> None:
@@ -1618,11 +2081,15 @@ async def _serve_forever(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     crds = [args.crds] if args.crds else []
-    async with serve_emulator(args.port, crds, args.kubeconfig,
-                              ready_deployments=args.ready_deployments) as info:
+    async with serve_emulator(
+        args.port, crds, args.kubeconfig, ready_deployments=args.ready_deployments
+    ) as info:
         served = sorted(rt.qualified for rt in info.emulator._types.values() if rt.custom)
-        print(f"inframind-emulator ready url={info.url} kubeconfig={info.kubeconfig_path} "
-              f"crds={','.join(served) or '-'} pid={os.getpid()}", flush=True)
+        print(
+            f"inframind-emulator ready url={info.url} kubeconfig={info.kubeconfig_path} "
+            f"crds={','.join(served) or '-'} pid={os.getpid()}",
+            flush=True,
+        )
         await stop.wait()
     print("inframind-emulator stopped", flush=True)
 
@@ -1630,12 +2097,16 @@ async def _serve_forever(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m inframind.localstack.emulator",
-        description="Serve an in-memory Kubernetes API on 127.0.0.1 (no auth, no TLS).")
+        description="Serve an in-memory Kubernetes API on 127.0.0.1 (no auth, no TLS).",
+    )
     parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0: any free)")
     parser.add_argument("--crds", help="a directory or file of CustomResourceDefinition YAML")
     parser.add_argument("--kubeconfig", help="write a kubeconfig pointing at the server here")
-    parser.add_argument("--ready-deployments", action="store_true",
-                        help="mark Deployments ready as soon as they change (a fake kubelet)")
+    parser.add_argument(
+        "--ready-deployments",
+        action="store_true",
+        help="mark Deployments ready as soon as they change (a fake kubelet)",
+    )
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr)
