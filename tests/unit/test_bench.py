@@ -70,6 +70,7 @@ def test_rows_carry_the_schema_and_ratios_against_the_baselines():
     moa = next(r for r in rows if r["policy"] == "moa" and r["load_rpm"] == 10.0)
     assert moa["latency_vs_moa"] == pytest.approx(1.0)
     assert greedy["latency_vs_moa"] == pytest.approx(0.25, rel=1e-3)
+    assert greedy["speedup_vs_moa"] == pytest.approx(4.0, rel=1e-3)
     assert greedy["best_baseline"] == "moa"
     assert greedy["accuracy_delta_pp_vs_best_baseline"] == pytest.approx(6.0)
 

@@ -56,7 +56,8 @@ def _overrides(args: argparse.Namespace) -> Overrides:
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    console = Console()
+    # Piped output (make, CI logs) would otherwise wrap the table at 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 132)
     try:
         scenario = sc.build_scenario(args.scenario, _overrides(args))
     except BenchError as exc:
@@ -91,8 +92,8 @@ def run(args: argparse.Namespace) -> int:
     console.print(
         f"simulator speed: {speed['queries']} requests, {speed['events']} events in "
         f"{speed['sim_wall_s']:.1f} s of simulation -> "
-        f"{speed['requests_per_wall_s']} requests/s, {speed['events_per_wall_s']} events/s; "
-        f"whole bench {elapsed:.1f} s wall"
+        f"{speed['requests_per_wall_s']} requests/s, {speed['events_per_wall_s']} events/s\n"
+        f"whole bench: {elapsed:.1f} s wall with {args.workers} worker(s)"
     )
     if hour is not None:
         how = "measured" if probe else "scaled from this scenario's moa runs"

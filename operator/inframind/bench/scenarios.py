@@ -42,7 +42,7 @@ GENERALISE_LOADS: tuple[float, ...] = (10.0, 100.0)
 # scenario (8 cells x 8 policies) takes a few minutes on 2 cores.
 DURATION_S: dict[str, float] = {
     "smoke": 240.0,
-    "paper": 1800.0,
+    "paper": 3600.0,
     "sweep": 1800.0,
     "generalise": 1800.0,  # the diurnal cycle is stretched over the run, whatever its length
 }
