@@ -221,11 +221,23 @@ def write_json(
 # ---------------------------------------------------------------------------- plots
 
 
-def _colours(policies: Sequence[str]) -> dict[str, Any]:
+def _styles(policies: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """A colour per base policy; a scheduler variant (`x+fcfs`) shares it, dashed and hollow,
+    so an ablation that changes nothing is still visible instead of hiding its base."""
     import matplotlib
 
     cmap = matplotlib.colormaps["tab10"]
-    return {p: cmap(i % 10) for i, p in enumerate(policies)}
+    bases = list(dict.fromkeys(p.partition("+")[0] for p in policies))
+    out = {}
+    for p in policies:
+        colour = cmap(bases.index(p.partition("+")[0]) % 10)
+        variant = "+" in p
+        out[p] = {
+            "color": colour,
+            "linestyle": "--" if variant else "-",
+            "facecolor": "none" if variant else colour,
+        }
+    return out
 
 
 def _pyplot() -> Any:
@@ -246,7 +258,7 @@ def plot_slo_vs_load(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     plt = _pyplot()
     arrivals = list(dict.fromkeys(r["arrival"] for r in rows))
     policies = _policies(rows)
-    colours = _colours(policies)
+    styles = _styles(policies)
     fig, axes = plt.subplots(
         1, len(arrivals), figsize=(6 * len(arrivals), 4.2), squeeze=False, sharey=True
     )
@@ -254,13 +266,21 @@ def plot_slo_vs_load(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         for policy in policies:
             points: dict[float, list[float]] = defaultdict(list)
             for r in rows:
-                if (r["policy"], r["arrival"]) == (policy, arrival) and r[
-                    "slo_compliance"
-                ] is not None:
+                same = (r["policy"], r["arrival"]) == (policy, arrival)
+                if same and r["slo_compliance"] is not None:
                     points[r["load_rpm"]].append(r["slo_compliance"])
             loads = sorted(points)
             ys = [100 * sum(points[x]) / len(points[x]) for x in loads]
-            ax.plot(loads, ys, marker="o", label=policy, color=colours[policy])
+            st = styles[policy]
+            ax.plot(
+                loads,
+                ys,
+                marker="o",
+                label=policy,
+                color=st["color"],
+                linestyle=st["linestyle"],
+                markerfacecolor=st["facecolor"],
+            )
         ax.set_title(f"SLO compliance vs load ({arrival})")
         ax.set_xlabel("offered load (req/min)")
         ax.set_ylim(-2, 102)
@@ -282,7 +302,7 @@ def plot_latency_cdf(outcomes: Sequence[RunOutcome], path: Path, load_rpm: float
     arrival = chosen[0].cell.arrival if chosen else "poisson"
     chosen = [o for o in chosen if o.cell.arrival == arrival]
     policies = list(dict.fromkeys(o.policy for o in chosen))
-    colours = _colours(policies)
+    styles = _styles(policies)
     fig, ax = plt.subplots(figsize=(6.5, 4.2))
     for policy in policies:
         lat = np.sort(
@@ -296,7 +316,8 @@ def plot_latency_cdf(outcomes: Sequence[RunOutcome], path: Path, load_rpm: float
             np.arange(1, len(lat) + 1) / len(lat),
             where="post",
             label=policy,
-            color=colours[policy],
+            color=styles[policy]["color"],
+            linestyle=styles[policy]["linestyle"],
         )
     ax.set_xscale("log")
     ax.set_xlabel("workflow latency (s, log scale)")
@@ -314,7 +335,7 @@ def plot_accuracy_vs_latency(rows: Sequence[dict[str, Any]], path: Path) -> Path
     """Accuracy against mean latency, a point per (cell, policy); colour = policy, marker = load."""
     plt = _pyplot()
     policies = _policies(rows)
-    colours = _colours(policies)
+    styles = _styles(policies)
     loads = sorted({r["load_rpm"] for r in rows})
     markers = dict(zip(loads, "os^Dvp*hX<>", strict=False))
     fig, ax = plt.subplots(figsize=(6.5, 4.5))
@@ -324,15 +345,19 @@ def plot_accuracy_vs_latency(rows: Sequence[dict[str, Any]], path: Path) -> Path
         ax.scatter(
             r["latency_mean_s"],
             100 * r["accuracy"],
-            color=colours[r["policy"]],
+            edgecolors=styles[r["policy"]]["color"],
+            facecolors=styles[r["policy"]]["facecolor"],
             marker=markers.get(r["load_rpm"], "o"),
             s=36,
             alpha=0.85,
         )
     for policy in policies:
-        ax.scatter([], [], color=colours[policy], marker="o", label=policy)
+        st = styles[policy]
+        ax.scatter(
+            [], [], edgecolors=st["color"], facecolors=st["facecolor"], marker="o", label=policy
+        )
     for load in loads:
-        ax.scatter([], [], color="grey", marker=markers.get(load, "o"), label=f"{load:g} req/min")
+        ax.scatter([], [], color="black", marker=markers.get(load, "o"), label=f"{load:g} req/min")
     ax.set_xscale("log")
     ax.set_xlabel("mean workflow latency (s, log scale)")
     ax.set_ylabel("accuracy (%)")
