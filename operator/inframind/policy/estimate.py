@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..vocab import Topology
-from .types import DEPTHS, TASK_INDEX, ClusterSnapshot, Plan, PoolLoad, PoolProfile, Query
+from .types import DEPTHS, TASK_INDEX, ClusterSnapshot, Plan, PoolProfile, Query
 
 # A pool whose signals are stale is assumed this busy (share of its capacity):
 # pessimistic on purpose, so that missing data never looks like an idle pool.
@@ -21,36 +21,62 @@ STALE_OCCUPANCY = 0.75
 KV_PRESSURE = 0.9
 
 
+class _ProfileArrays:
+    """The profiles' numbers as arrays, built once per profile tuple (hot path: no Python loops)."""
+
+    __slots__ = ("acc", "cap", "replicas", "slope", "tokens", "tpot", "ttft")
+
+    def __init__(self, profiles: tuple[PoolProfile, ...]) -> None:
+        self.ttft = np.array([p.ttft_s for p in profiles])
+        self.tpot = np.array([p.tpot_s for p in profiles])
+        self.slope = np.array([p.tpot_slope_s for p in profiles])
+        self.replicas = np.array([max(1, p.replicas) for p in profiles], dtype=float)
+        self.cap = np.array([p.max_running for p in profiles], dtype=float) * self.replicas
+        self.tokens = np.stack([p.output_tokens for p in profiles])  # [pool, task, depth]
+        self.acc = np.stack([p.accuracy for p in profiles])
+
+
+_CACHE: dict[int, tuple[tuple[PoolProfile, ...], _ProfileArrays]] = {}
+
+
+def profile_arrays(profiles: tuple[PoolProfile, ...]) -> _ProfileArrays:
+    hit = _CACHE.get(id(profiles))
+    if hit is not None and hit[0] is profiles:
+        return hit[1]
+    if len(_CACHE) > 64:
+        _CACHE.clear()
+    arrays = _ProfileArrays(profiles)
+    _CACHE[id(profiles)] = (profiles, arrays)
+    return arrays
+
+
 def latency_matrix(snapshot: ClusterSnapshot, query: Query) -> np.ndarray:
     """Predicted seconds of one call of this query on each pool at each depth: [pools, depths]."""
-    t = TASK_INDEX[query.task]
-    out = np.empty((len(snapshot.profiles), len(DEPTHS)))
-    for i, (prof, load) in enumerate(zip(snapshot.profiles, snapshot.loads, strict=True)):
-        out[i] = _call_latency(prof, load, prof.output_tokens[t], query.prompt_tokens)
-    return out
-
-
-def _call_latency(
-    prof: PoolProfile, load: PoolLoad, tokens: np.ndarray, prompt_tokens: int
-) -> np.ndarray:
-    if not load.available:
-        return np.full(tokens.shape, np.inf)
-    capacity = float(prof.max_running * max(1, prof.replicas))
-    # The gateway's own in-flight count is fresher than a scrape; take the larger.
-    occupancy = max(load.running + load.waiting, float(load.inflight))
-    if load.stale:
-        occupancy = max(occupancy, STALE_OCCUPANCY * capacity)
-    per_replica = min(occupancy, capacity) / max(1, prof.replicas)
-    tpot = prof.tpot_s + prof.tpot_slope_s * per_replica
-    service = prof.ttft_s * (1.0 + prompt_tokens / 2048.0) + tokens * tpot
-    # Requests ahead of us leave the batch at the rate the batch drains.
-    mean_service = prof.ttft_s + float(np.mean(tokens)) * tpot
-    overflow = max(0.0, occupancy + 1 - capacity)
-    queueing = overflow / capacity * mean_service
-    latency = queueing + service
-    if load.kv_usage >= KV_PRESSURE:
-        latency = latency * (1.0 + 4.0 * (load.kv_usage - KV_PRESSURE) / (1 - KV_PRESSURE))
-    return latency
+    if not snapshot.profiles:
+        return np.empty((0, len(DEPTHS)))
+    arr = profile_arrays(snapshot.profiles)
+    loads = snapshot.loads
+    busy = np.array([ld.running + ld.waiting for ld in loads])
+    inflight = np.array([ld.inflight for ld in loads], dtype=float)
+    kv = np.array([ld.kv_usage for ld in loads])
+    stale = np.array([ld.stale for ld in loads])
+    available = np.array([ld.available for ld in loads])
+    # The gateway's own in-flight count is fresher than a scrape; take the larger. A pool
+    # whose signals are stale is assumed busy, so missing data never looks idle.
+    occupancy = np.maximum(busy, inflight)
+    occupancy = np.where(stale, np.maximum(occupancy, STALE_OCCUPANCY * arr.cap), occupancy)
+    per_replica = np.minimum(occupancy, arr.cap) / arr.replicas
+    tpot = arr.tpot + arr.slope * per_replica
+    tokens = arr.tokens[:, TASK_INDEX[query.task], :]
+    ttft = arr.ttft * (1.0 + query.prompt_tokens / 2048.0)
+    service = ttft[:, None] + tokens * tpot[:, None]
+    # Requests beyond capacity wait for the batch to drain at its mean service time.
+    mean_service = arr.ttft + tokens.mean(axis=1) * tpot
+    queueing = np.maximum(0.0, occupancy + 1 - arr.cap) / arr.cap * mean_service
+    latency = service + queueing[:, None]
+    pressure = 1.0 + 4.0 * np.clip(kv - KV_PRESSURE, 0.0, None) / (1 - KV_PRESSURE)
+    latency = latency * pressure[:, None]
+    return np.where(available[:, None], latency, np.inf)
 
 
 # Expected accuracy gain of a topology over its best member, in probability points.

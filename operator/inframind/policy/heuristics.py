@@ -13,7 +13,7 @@ import numpy as np
 
 from ..vocab import Depth, Role, SchedulerKind, Topology
 from .base import Limits, Policy
-from .estimate import latency_matrix, plan_accuracy
+from .estimate import latency_matrix, plan_accuracy, profile_arrays
 from .types import (
     DEPTH_INDEX,
     DEPTHS,
@@ -94,17 +94,20 @@ class MasRouterLike(Policy):
     name = "masrouter"
     cost_weight = 0.3  # accuracy points traded per 1,000 output tokens at full price
 
+    def __init__(self, limits: Limits | None = None) -> None:
+        super().__init__(limits)
+        self._depth_mask = np.array([d in self._depths for d in DEPTHS])[None, :].repeat(1, 0)
+
     def _utility(self, snapshot: ClusterSnapshot, query: Query) -> np.ndarray:
+        arr = profile_arrays(snapshot.profiles)
         t = TASK_INDEX[query.task]
-        util = np.full((len(snapshot.profiles), len(DEPTHS)), -np.inf)
-        for i, (prof, load) in enumerate(zip(snapshot.profiles, snapshot.loads, strict=True)):
-            if not load.available:
-                continue
-            for d in self._depths:
-                j = DEPTH_INDEX[d]
-                price = prof.output_tokens[t, j] / 1000.0 * prof.cost
-                util[i, j] = prof.accuracy[t, j] - self.cost_weight * price
-        return util
+        price = (
+            arr.tokens[:, t, :] / 1000.0 * np.array([p.cost for p in snapshot.profiles])[:, None]
+        )
+        util = arr.acc[:, t, :] - self.cost_weight * price
+        util[:, ~self._depth_mask[0]] = -np.inf
+        available = np.array([ld.available for ld in snapshot.loads])
+        return np.where(available[:, None], util, -np.inf)
 
     def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
         util = self._utility(snapshot, query)
@@ -181,6 +184,10 @@ class BudgetGreedy(Policy):
     name = "budget-greedy"
     safety = 0.7
 
+    def __init__(self, limits: Limits | None = None) -> None:
+        super().__init__(limits)
+        self._depth_ok = np.array([d in self._depths for d in DEPTHS])[None, :]
+
     def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
         lat = latency_matrix(snapshot, query)
         acc = self._accuracy(snapshot, query)
@@ -216,12 +223,8 @@ class BudgetGreedy(Policy):
         return Choice(int(i), DEPTHS[j])
 
     def _accuracy(self, snapshot: ClusterSnapshot, query: Query) -> np.ndarray:
-        t = TASK_INDEX[query.task]
-        acc = np.stack([p.accuracy[t] for p in snapshot.profiles]).astype(float)
-        for d in DEPTHS:
-            if d not in self._depths:
-                acc[:, DEPTH_INDEX[d]] = -np.inf
-        return acc
+        acc = profile_arrays(snapshot.profiles).acc[:, TASK_INDEX[query.task], :]
+        return np.where(self._depth_ok, acc, -np.inf)
 
 
 HEURISTICS: dict[str, type[Policy]] = {
