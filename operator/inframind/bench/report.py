@@ -153,12 +153,20 @@ def render_tables(rows: Sequence[dict[str, Any]], console: Any) -> None:
                 mark(r, "slo_compliance", _fmt(_pct(r["slo_compliance"]), ".1f", "%")),
                 _fmt(r["tokens_per_query"], ".0f"),
                 _fmt(r["calls_per_query"], ".2f"),
-                _fmt(r[f"speedup_vs_{REFERENCE}"], ".3g", "x"),
+                _ratio(r[f"speedup_vs_{REFERENCE}"]),
                 _fmt(r["accuracy_delta_pp_vs_best_baseline"], "+.1f"),
                 _fmt(r["slo_delta_pp_vs_best_baseline"], "+.1f"),
             )
         console.print(table)
         console.print()
+
+
+def _ratio(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value >= 100:
+        return f"{value:,.0f}x"
+    return f"{value:.1f}x" if value >= 10 else f"{value:.2g}x" if value < 0.1 else f"{value:.2f}x"
 
 
 def _pct(value: float | None) -> float | None:
@@ -185,8 +193,12 @@ def speed_summary(outcomes: Sequence[RunOutcome]) -> dict[str, Any]:
 
 
 def hour_at_load(outcomes: Sequence[RunOutcome], policy: str, load_rpm: float) -> float | None:
-    """Wall seconds to simulate one hour of `policy` at `load_rpm`, scaled from matching runs."""
-    runs = [o for o in outcomes if o.policy == policy and o.cell.load_rpm == load_rpm]
+    """Wall seconds to simulate one hour of `policy` at `load_rpm` (Poisson), scaled from runs."""
+    runs = [
+        o
+        for o in outcomes
+        if (o.policy, o.cell.load_rpm, o.cell.arrival) == (policy, load_rpm, "poisson")
+    ]
     if not runs:
         return None
     return sum(o.wall_s * 3600.0 / o.cell.duration_s for o in runs) / len(runs)
