@@ -128,6 +128,11 @@ def test_unknown_scenario_names_the_valid_ones():
         sc.build_scenario("full")
 
 
+def test_bad_budget_is_refused_before_any_run_with_the_forms_it_takes():
+    with pytest.raises(BenchError, match="loguniform:LOW:HIGH"):
+        sc.build_scenario("smoke", Overrides(budget="fast"))
+
+
 def test_fcfs_variant_resolves_to_a_policy_with_the_fcfs_scheduler():
     policy = sc.resolve_policy("budget-greedy+fcfs")
     assert policy.name == "budget-greedy+fcfs"

@@ -174,6 +174,7 @@ def build_scenario(name: str, overrides: Overrides | None = None) -> Scenario:
         raise BenchError(f"--policies lists a policy twice: {','.join(policies)}")
     duration = o.duration_s or DURATION_S[name]
     budget = o.budget or DEFAULT_BUDGET
+    _check_budget(budget)
     cells = tuple(
         Cell(name, float(load), task, arrival, seed, duration, budget)
         for arrival in arrivals
@@ -181,6 +182,15 @@ def build_scenario(name: str, overrides: Overrides | None = None) -> Scenario:
         for task in tasks
     )
     return Scenario(name, cells, tuple(policies))
+
+
+def _check_budget(spec: str) -> None:
+    from ..sim.workload import parse_budget
+
+    try:
+        parse_budget(spec)
+    except ValueError as exc:
+        raise BenchError(f"--budget: {exc}") from None
 
 
 @dataclass
