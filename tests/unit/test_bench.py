@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 from pathlib import Path
@@ -164,12 +163,7 @@ def test_generalise_uses_bursty_and_diurnal_arrivals_and_held_out_seeds():
 
 # --------------------------------------------------------------- with the real simulator
 
-needs_sim = pytest.mark.skipif(
-    importlib.util.find_spec("inframind.sim.run") is None, reason="simulator not built yet"
-)
 
-
-@needs_sim
 def test_policies_of_a_cell_share_seed_and_workload():
     scenario = sc.build_scenario(
         "smoke", Overrides(duration_s=120.0, loads=(10.0,), policies=("budget-greedy", "moa"))
@@ -180,7 +174,6 @@ def test_policies_of_a_cell_share_seed_and_workload():
     assert len({o.queries for o in outcomes}) == 1 and outcomes[0].queries > 0
 
 
-@needs_sim
 def test_a_pool_of_workers_gives_the_same_numbers_as_one_process():
     scenario = sc.build_scenario(
         "smoke", Overrides(duration_s=90.0, loads=(10.0,), policies=("budget-greedy", "moa"))
@@ -190,7 +183,6 @@ def test_a_pool_of_workers_gives_the_same_numbers_as_one_process():
     assert [o.summary for o in one] == [o.summary for o in two]
 
 
-@needs_sim
 def test_smoke_scenario_end_to_end_through_the_cli(tmp_path: Path):
     from inframind.cli import main
 
