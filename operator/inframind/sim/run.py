@@ -8,6 +8,11 @@ the scheduler's priority, and the next wave starts when the slowest step of
 the current one finishes. Answers come from the accuracy model, latency from
 the cluster.
 
+The loop is a generator (`serve`) that yields decision requests and takes the
+decisions back, so the simulator never calls a policy itself: `simulate`
+drives it with a `Policy`, and the RL environment (policy_training) drives it
+one agent action at a time.
+
 Common random numbers: the workload depends only on the seed, and every
 query draws tokens and answers from its own generator seeded by (seed, query
 id), so two policies run on the same seed face the same queries and, where
@@ -19,12 +24,15 @@ from __future__ import annotations
 import math
 import time
 from collections import Counter
+from collections.abc import Generator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ..policy.base import Policy
-from ..policy.types import ClusterSnapshot, Plan, StepContext, priority_for
+from ..policy.types import Choice, ClusterSnapshot, Plan, Query, StepContext, priority_for
+from ..vocab import SchedulerKind
 from .accuracy import MAX_OUTPUT_TOKENS, AccuracyModel
 from .calibration import MAX_MODEL_LEN, pool_names, pool_profiles
 from .cluster import Cluster, SimCall
@@ -161,8 +169,48 @@ class _Tally:
     topology_mix: Counter = field(default_factory=Counter)
 
 
-def simulate(policy: Policy, config: SimConfig) -> SimResult:
-    """Serve the config's workload with `policy`; deterministic for a given seed."""
+@dataclass(frozen=True, slots=True)
+class PlanRequest:
+    """The planner is asked for a `Plan` for a query that just arrived."""
+
+    snapshot: ClusterSnapshot
+    query: Query
+
+
+@dataclass(frozen=True, slots=True)
+class StepRequest:
+    """The executor is asked for a `Choice` for one agent step."""
+
+    snapshot: ClusterSnapshot
+    step: StepContext
+
+
+@dataclass(frozen=True, slots=True)
+class QueryDone:
+    """A query's last wave finished; nothing is sent back."""
+
+    record: QueryRecord
+
+
+SimEvent = PlanRequest | StepRequest | QueryDone
+# What `serve` yields, what it accepts back, and what it returns when the workload is done.
+Serving = Generator[SimEvent, "Plan | Choice | None", SimResult]
+
+
+def serve(
+    config: SimConfig,
+    scheduler: SchedulerKind = SchedulerKind.EDF,
+    name: str = "policy",
+) -> Serving:
+    """The event loop with the decisions turned inside out: a generator of decision requests.
+
+    It yields a `PlanRequest` when a query arrives and a `StepRequest` for
+    every agent step, and expects the `Plan` / `Choice` back through `send`;
+    it yields a `QueryDone` (send `None`) when a query completes. When every
+    query has completed it returns the `SimResult`. Whoever drives it (the
+    `simulate` loop, an RL environment) decides at its own pace, and the
+    simulated clock only moves between requests.
+    """
     started = time.perf_counter()
     queries = generate(config.workload())
     names = pool_names(config.placement)
@@ -183,20 +231,21 @@ def simulate(policy: Policy, config: SimConfig) -> SimResult:
     def snapshot(now: float) -> ClusterSnapshot:
         return ClusterSnapshot(now, profiles, cluster.loads())
 
-    def start_wave(q: _Active, now: float) -> None:
+    def start_wave(q: _Active, now: float) -> Generator[SimEvent, Any, None]:
         nonlocal call_ids
         query, sq = q.sq.query, q.sq
         roles = q.plan.waves[q.wave]
-        prio = priority_for(policy.scheduler, query)
+        prio = priority_for(scheduler, query)
         prompt_base = query.prompt_tokens + q.context
         q.choices = []
         q.pending = len(roles)
         q.wave_tokens = 0
         for slot, role in enumerate(roles):
             step = StepContext(query, q.plan, q.wave, slot, role, now, tuple(q.used_pools))
-            choice = policy.choose(snapshot(now), step)
-            if not 0 <= choice.pool < len(names):
-                raise ValueError(f"policy {policy.name!r} chose pool {choice.pool} of {len(names)}")
+            choice = yield StepRequest(snapshot(now), step)
+            if not isinstance(choice, Choice) or not 0 <= choice.pool < len(names):
+                pool = getattr(choice, "pool", choice)
+                raise ValueError(f"policy {name!r} chose pool {pool} of {len(names)}")
             model = names[choice.pool]
             out = accuracy.sample_tokens(model, sq.benchmark, choice.depth, sq.difficulty, q.rng)
             out = max(1, min(out, MAX_OUTPUT_TOKENS))
@@ -218,7 +267,7 @@ def simulate(policy: Policy, config: SimConfig) -> SimResult:
             tally.depth_mix[choice.depth.value] += 1
             cluster.submit(call)
 
-    def finish_wave(q: _Active, now: float) -> None:
+    def finish_wave(q: _Active, now: float) -> Generator[SimEvent, Any, None]:
         sq = q.sq
         roles = q.plan.waves[q.wave]
         answers = [
@@ -231,26 +280,26 @@ def simulate(policy: Policy, config: SimConfig) -> SimResult:
         q.context = q.wave_tokens
         q.wave += 1
         if q.wave < len(q.plan.waves):
-            start_wave(q, now)
+            yield from start_wave(q, now)
             return
         query = sq.query
         latency = now - query.arrival_s
-        records.append(
-            QueryRecord(
-                id=int(query.id),
-                benchmark=sq.benchmark.value,
-                arrival_s=query.arrival_s,
-                budget_s=query.budget_s,
-                latency_s=latency,
-                correct=accuracy.final_answer(q.plan, answers) == 0,
-                calls=q.calls,
-                tokens=q.tokens,
-                plan=q.plan.label,
-                met_budget=latency <= query.budget_s,
-                preemptions=q.preemptions,
-            )
+        record = QueryRecord(
+            id=int(query.id),
+            benchmark=sq.benchmark.value,
+            arrival_s=query.arrival_s,
+            budget_s=query.budget_s,
+            latency_s=latency,
+            correct=accuracy.final_answer(q.plan, answers) == 0,
+            calls=q.calls,
+            tokens=q.tokens,
+            plan=q.plan.label,
+            met_budget=latency <= query.budget_s,
+            preemptions=q.preemptions,
         )
+        records.append(record)
         del active[int(query.id)]
+        yield QueryDone(record)
 
     i, n = 0, len(queries)
     while i < n or active:
@@ -264,20 +313,22 @@ def simulate(policy: Policy, config: SimConfig) -> SimResult:
             q.preemptions += call.preemptions
             q.pending -= 1
             if q.pending == 0:
-                finish_wave(q, t)
+                yield from finish_wave(q, t)
         while i < n and queries[i].query.arrival_s <= t:
             sq = queries[i]
             i += 1
             qid = int(sq.query.id)
-            plan = policy.decide(snapshot(t), sq.query)
+            plan = yield PlanRequest(snapshot(t), sq.query)
+            if not isinstance(plan, Plan):
+                raise ValueError(f"policy {name!r} answered a plan request with {plan!r}")
             q = _Active(sq, plan, np.random.default_rng([config.seed, qid]))
             active[qid] = q
             tally.topology_mix[plan.topology.value] += 1
-            start_wave(q, t)
+            yield from start_wave(q, t)
 
     records.sort(key=lambda r: r.id)
     return SimResult(
-        policy=policy.name,
+        policy=name,
         config=config,
         records=records,
         calls_by_pool=dict(tally.calls_by_pool),
@@ -288,3 +339,19 @@ def simulate(policy: Policy, config: SimConfig) -> SimResult:
         preemptions=cluster.preemptions,
         sim_end_s=cluster.now,
     )
+
+
+def simulate(policy: Policy, config: SimConfig) -> SimResult:
+    """Serve the config's workload with `policy`; deterministic for a given seed."""
+    loop = serve(config, policy.scheduler, policy.name)
+    event = next(loop)
+    try:
+        while True:
+            if type(event) is StepRequest:
+                event = loop.send(policy.choose(event.snapshot, event.step))
+            elif type(event) is PlanRequest:
+                event = loop.send(policy.decide(event.snapshot, event.query))
+            else:
+                event = loop.send(None)
+    except StopIteration as done:
+        return done.value
