@@ -1,0 +1,337 @@
+"""The simulator as an RLlib multi-agent environment: one planner and one executor agent per query.
+
+Agent ids carry the role and the query: `planner_<qid>` acts once, when its
+query arrives (which catalogue plan), `executor_<qid>` acts once per agent
+step of that query (which pool slot x depth). Both terminate when the query
+completes and receive the same reward then; `policy_mapping_fn` sends them
+to the `planner` and `executor` modules by prefix.
+
+Observations are the gateway's own feature vectors (`encode_query`,
+`encode_step`) plus the action mask (`{"obs", "action_mask"}`), so a masking
+RLModule never samples an absent pool or a plan the pipeline forbids: a
+remapping penalty would waste samples teaching the policy a fact the
+runtime masks anyway. An action outside the mask (e.g. from a random
+sampler) is mapped to the nearest valid one and counted.
+
+One episode is a window of simulated time at one load, drawn per episode
+from the episode's seed, and runs until every query of the window has
+completed: deterministic per seed, every agent terminates.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from ray.rllib.env.multi_agent_env import MultiAgentEnv
+
+from inframind.policy.features import (
+    EXECUTOR_ACTIONS,
+    EXECUTOR_FEATURES,
+    PLANNER_ACTIONS,
+    PLANNER_FEATURES,
+    action_to_choice,
+    encode_query,
+    encode_step,
+    executor_mask,
+)
+from inframind.policy.plans import CATALOGUE, allowed_plans
+from inframind.policy.types import DEPTHS, TOPOLOGIES, Choice
+from inframind.sim.run import PlanRequest, QueryDone, SimConfig, StepRequest, serve
+from inframind.sim.workload import Benchmark
+from inframind.vocab import SchedulerKind
+
+PLANNER = "planner"
+EXECUTOR = "executor"
+
+
+def policy_mapping_fn(agent_id: str, episode: Any = None, **kwargs: Any) -> str:
+    """`planner_17` -> `planner`, `executor_17` -> `executor`."""
+    return PLANNER if agent_id.startswith(PLANNER) else EXECUTOR
+
+
+def quality(correct: bool, latency_s: float, budget_s: float, wrong_credit: float = 0.3) -> float:
+    """Quality-first shaping (ACCURACY.md Table 4): a correct answer always beats a wrong one.
+
+    Correct: 1 - min(0.5, 0.3 * overrun), in [0.5, 1]. Wrong: -1 + wrong_credit *
+    min(1, L / beta), in [-1, -1 + wrong_credit]. The authors used 0.3: it pays a
+    wrong answer for the time it spent (capped at the budget), which pushed their
+    policy away from "fast and wrong"; 0 removes that push.
+    """
+    ratio = latency_s / budget_s
+    if correct:
+        return 1.0 - min(0.5, 0.3 * max(0.0, ratio - 1.0))
+    return -1.0 + wrong_credit * min(1.0, ratio)
+
+
+def shaped_reward(
+    correct: bool,
+    latency_s: float,
+    budget_s: float,
+    lam: float,
+    wrong_credit: float = 0.3,
+) -> float:
+    """The Lagrangian reward: quality minus lambda x cost, cost = 1 if the budget was missed.
+
+    The cost is the indicator of the very event the constraint bounds (the
+    violation rate), so dual ascent on (violation rate - SLO target) prices it
+    consistently.
+    """
+    cost = 1.0 if latency_s > budget_s else 0.0
+    return quality(correct, latency_s, budget_s, wrong_credit) - lam * cost
+
+
+@dataclass(frozen=True)
+class EnvSettings:
+    """What an episode looks like. Read from the RLlib env_config dict (same keys)."""
+
+    loads_rpm: tuple[float, ...] = (10.0, 30.0, 50.0, 100.0, 150.0)
+    window_s: float = 300.0
+    budget: str = "loguniform:5:120"
+    arrival: str = "poisson"
+    benchmarks: tuple[str, ...] = tuple(b.value for b in Benchmark)
+    placement: str = "b200x2"
+    seed: int = 0
+    wrong_credit: float = 0.3
+    lam: float = 0.0
+    # The pipeline limits the masks encode (AgentPipeline spec.maxAgents, depths).
+    max_agents: int = 6
+    depths: tuple[str, ...] = tuple(d.value for d in DEPTHS)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | None) -> EnvSettings:
+        config = dict(config or {})
+        known = {f for f in cls.__dataclass_fields__ if f != "extra"}
+        kwargs = {k: v for k, v in config.items() if k in known}
+        for key in ("loads_rpm", "benchmarks", "depths"):
+            if key in kwargs:
+                kwargs[key] = tuple(kwargs[key])
+        return cls(**kwargs, extra={k: v for k, v in config.items() if k not in known})
+
+
+def planner_space() -> gym.spaces.Dict:
+    return gym.spaces.Dict(
+        {
+            "obs": gym.spaces.Box(-np.inf, np.inf, (len(PLANNER_FEATURES),), np.float32),
+            "action_mask": gym.spaces.Box(0.0, 1.0, (PLANNER_ACTIONS,), np.float32),
+        }
+    )
+
+
+def executor_space() -> gym.spaces.Dict:
+    return gym.spaces.Dict(
+        {
+            "obs": gym.spaces.Box(-np.inf, np.inf, (len(EXECUTOR_FEATURES),), np.float32),
+            "action_mask": gym.spaces.Box(0.0, 1.0, (EXECUTOR_ACTIONS,), np.float32),
+        }
+    )
+
+
+def nearest_valid_executor_action(action: int, mask: np.ndarray) -> int:
+    """Same depth on the nearest valid pool slot, else any valid action."""
+    if mask[action]:
+        return action
+    pool, depth = action_to_choice(action)
+    n = len(DEPTHS)
+    valid = np.flatnonzero(mask)
+    same_depth = [a for a in valid if a % n == depth]
+    pool_of = np.array(same_depth) // n if same_depth else valid // n
+    options = np.array(same_depth) if same_depth else valid
+    return int(options[np.argmin(np.abs(pool_of - pool))])
+
+
+def nearest_valid_plan(action: int, mask: np.ndarray) -> int:
+    if mask[action]:
+        return action
+    valid = np.flatnonzero(mask)
+    return int(valid[np.argmin(np.abs(valid - action))])
+
+
+class InfraMindEnv(MultiAgentEnv):
+    """The cluster simulator driven one agent decision at a time (see module docstring)."""
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        super().__init__()
+        self.settings = EnvSettings.from_config(config)
+        self.lam = float(self.settings.lam)
+        # Representative agents: RLlib reads one space per module from them; every
+        # real agent id maps to one of the two by prefix.
+        self.possible_agents = [f"{PLANNER}_0", f"{EXECUTOR}_0"]
+        self.agents = []
+        self._spaces = {PLANNER: planner_space(), EXECUTOR: executor_space()}
+        self._actions = {
+            PLANNER: gym.spaces.Discrete(PLANNER_ACTIONS),
+            EXECUTOR: gym.spaces.Discrete(EXECUTOR_ACTIONS),
+        }
+        self.observation_spaces = {a: self.get_observation_space(a) for a in self.possible_agents}
+        self.action_spaces = {a: self.get_action_space(a) for a in self.possible_agents}
+        self._episode = 0
+        self._loop: Any = None
+        self._request: PlanRequest | StepRequest | None = None
+        self._mask: np.ndarray | None = None
+        self.sim_config: SimConfig | None = None
+        self.stats = EpisodeStats()
+        self.plan_mask = np.ones(PLANNER_ACTIONS, dtype=np.float32)
+        self.depths = DEPTHS
+
+    # -- spaces ------------------------------------------------------------
+
+    def get_observation_space(self, agent_id: str) -> gym.Space:
+        return self._spaces[policy_mapping_fn(agent_id)]
+
+    def get_action_space(self, agent_id: str) -> gym.Space:
+        return self._actions[policy_mapping_fn(agent_id)]
+
+    # -- control -----------------------------------------------------------
+
+    def set_lambda(self, lam: float) -> None:
+        """The Lagrange multiplier, set by the training callback after each iteration."""
+        self.lam = float(lam)
+
+    def pop_stats(self) -> EpisodeStats:
+        stats, self.stats = self.stats, EpisodeStats()
+        return stats
+
+    def episode_config(self, seed: int) -> SimConfig:
+        """The window an episode seed stands for: load, budgets and arrivals all follow from it."""
+        rng = np.random.default_rng([self.settings.seed, seed, 0x1F])
+        s = self.settings
+        return SimConfig(
+            rate_rpm=float(rng.choice(s.loads_rpm)),
+            duration_s=s.window_s,
+            arrival=s.arrival,
+            benchmarks=tuple(Benchmark(b) for b in s.benchmarks),
+            budget=s.budget,
+            seed=int(rng.integers(0, 2**31 - 1)),
+            placement=s.placement,
+        )
+
+    # -- gymnasium API -----------------------------------------------------
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
+        if seed is not None:
+            self._episode = int(seed)
+        episode_seed = self._episode
+        self._episode += 1
+        self.sim_config = self.episode_config(episode_seed)
+        allowed = allowed_plans(TOPOLOGIES, self.settings.max_agents)
+        self.plan_mask = np.array([i in allowed for i in range(PLANNER_ACTIONS)], dtype=np.float32)
+        self.depths = tuple(d for d in DEPTHS if d.value in self.settings.depths)
+        self._loop = serve(self.sim_config, SchedulerKind.EDF, "rllib")
+        self.agents = []
+        obs, _, _, _ = self._pump(next(self._loop))
+        return obs, {}
+
+    def step(self, action_dict: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
+        if self._request is None:
+            raise RuntimeError("step() after the episode ended; call reset()")
+        agent = self._agent_id(self._request)
+        if agent not in action_dict:
+            raise KeyError(f"expected an action for {agent}, got {sorted(action_dict)}")
+        event = self._loop.send(self.decision(int(action_dict[agent])))
+        obs, rewards, terminateds, infos = self._pump(event)
+        return obs, rewards, terminateds, {"__all__": False}, infos
+
+    def decision(self, action: int) -> Any:
+        """What the current agent's action means to the simulator (masked to the nearest valid)."""
+        req, mask = self._request, self._mask
+        assert req is not None and mask is not None
+        if isinstance(req, PlanRequest):
+            valid = nearest_valid_plan(action, mask)
+            self.stats.remapped += valid != action
+            return CATALOGUE[valid]
+        valid = nearest_valid_executor_action(action, mask)
+        self.stats.remapped += valid != action
+        pool, depth = action_to_choice(valid)
+        return Choice(pool, DEPTHS[depth])
+
+    # -- internals ---------------------------------------------------------
+
+    @staticmethod
+    def _agent_id(req: PlanRequest | StepRequest) -> str:
+        if isinstance(req, PlanRequest):
+            return f"{PLANNER}_{req.query.id}"
+        return f"{EXECUTOR}_{req.step.query.id}"
+
+    def observe(self, req: PlanRequest | StepRequest) -> dict[str, np.ndarray]:
+        if isinstance(req, PlanRequest):
+            mask = self.plan_mask
+            vec = encode_query(req.snapshot, req.query)
+        else:
+            mask = executor_mask(req.snapshot, self.depths).astype(np.float32)
+            vec = encode_step(req.snapshot, req.step)
+        self._mask = mask > 0
+        return {"obs": vec, "action_mask": mask}
+
+    def _pump(self, event: Any) -> tuple[dict, dict, dict, dict]:
+        """Collect completions until the next decision request (or the end of the window)."""
+        rewards: dict[str, float] = {}
+        terminateds: dict[str, bool] = {"__all__": False}
+        infos: dict[str, dict] = {}
+        while True:
+            if isinstance(event, QueryDone):
+                rec = event.record
+                r = shaped_reward(
+                    rec.correct, rec.latency_s, rec.budget_s, self.lam, self.settings.wrong_credit
+                )
+                self.stats.add(rec, r)
+                for role in (PLANNER, EXECUTOR):
+                    aid = f"{role}_{rec.id}"
+                    rewards[aid] = r
+                    terminateds[aid] = True
+                    infos[aid] = {
+                        "correct": rec.correct,
+                        "latency_s": rec.latency_s,
+                        "budget_s": rec.budget_s,
+                    }
+                try:
+                    event = self._loop.send(None)
+                except StopIteration:
+                    self._request = None
+                    terminateds["__all__"] = True
+                    return {}, rewards, terminateds, infos
+                continue
+            self._request = event
+            return {self._agent_id(event): self.observe(event)}, rewards, terminateds, infos
+
+
+@dataclass
+class EpisodeStats:
+    """Outcomes since the last `pop_stats`, for the constraint and the logs."""
+
+    queries: int = 0
+    correct: int = 0
+    violations: int = 0
+    reward: float = 0.0
+    latency_s: float = 0.0
+    remapped: int = 0
+
+    def add(self, record: Any, reward: float) -> None:
+        self.queries += 1
+        self.correct += bool(record.correct)
+        self.violations += not record.met_budget
+        self.reward += reward
+        self.latency_s += record.latency_s
+
+    def merge(self, others: Sequence[EpisodeStats]) -> EpisodeStats:
+        out = EpisodeStats()
+        for s in (self, *others):
+            out.queries += s.queries
+            out.correct += s.correct
+            out.violations += s.violations
+            out.reward += s.reward
+            out.latency_s += s.latency_s
+            out.remapped += s.remapped
+        return out
+
+    @property
+    def violation_rate(self) -> float:
+        return self.violations / self.queries if self.queries else 0.0
+
+    @property
+    def accuracy(self) -> float:
+        return self.correct / self.queries if self.queries else 0.0

@@ -1,0 +1,157 @@
+"""The RLlib environment: the gateway's features, masks, determinism, terminations and rewards."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("ray.rllib", reason="training extras not installed (pip install .[train])")
+
+from inframind.policy.features import (
+    EXECUTOR_ACTIONS,
+    EXECUTOR_FEATURES,
+    MAX_POOLS,
+    PLANNER_ACTIONS,
+    PLANNER_FEATURES,
+)
+from inframind.policy.heuristics import make_heuristic
+from inframind.policy.plans import CATALOGUE
+from inframind.policy.types import DEPTH_INDEX, DEPTHS
+from inframind.sim.calibration import pool_names
+from inframind.sim.run import PlanRequest, simulate
+from inframind_training.env import (
+    InfraMindEnv,
+    nearest_valid_executor_action,
+    policy_mapping_fn,
+    quality,
+    shaped_reward,
+)
+
+pytestmark = pytest.mark.unit
+
+SMALL = {"window_s": 90.0, "loads_rpm": [30.0]}
+
+
+def random_actor(seed: int):
+    rng = np.random.default_rng(seed)
+
+    def act(env: InfraMindEnv, aid: str, obs: dict) -> int:
+        return int(rng.choice(np.flatnonzero(obs["action_mask"])))
+
+    return act
+
+
+def heuristic_actor(name: str):
+    """Plays a heuristic through the env's action indices (plan -> catalogue, choice -> slot)."""
+    policy = make_heuristic(name)
+
+    def act(env: InfraMindEnv, aid: str, obs: dict) -> int:
+        req = env._request
+        if isinstance(req, PlanRequest):
+            return CATALOGUE.index(policy.decide(req.snapshot, req.query))
+        choice = policy.choose(req.snapshot, req.step)
+        return choice.pool * len(DEPTHS) + DEPTH_INDEX[choice.depth]
+
+    return act
+
+
+def rollout(env: InfraMindEnv, act, seed: int) -> list[tuple]:
+    """Every transition of one episode: (acting agent, action, rewards, terminateds, infos)."""
+    obs, _ = env.reset(seed=seed)
+    out = []
+    while True:
+        assert len(obs) == 1, "exactly one agent decides at a time"
+        ((aid, o),) = obs.items()
+        a = act(env, aid, o)
+        obs, rew, term, _trunc, info = env.step({aid: a})
+        out.append((aid, o, a, rew, term, info))
+        if term["__all__"]:
+            assert obs == {}
+            return out
+
+
+def test_observations_follow_the_feature_schema_and_spaces():
+    env = InfraMindEnv(SMALL)
+    steps = rollout(env, random_actor(0), seed=1)
+    roles = {policy_mapping_fn(aid) for aid, *_ in steps}
+    assert roles == {"planner", "executor"}
+    for aid, obs, *_ in steps:
+        space = env.get_observation_space(aid)
+        assert space.contains(obs)
+        want = PLANNER_FEATURES if aid.startswith("planner") else EXECUTOR_FEATURES
+        actions = PLANNER_ACTIONS if aid.startswith("planner") else EXECUTOR_ACTIONS
+        assert obs["obs"].shape == (len(want),)
+        assert obs["action_mask"].shape == (actions,)
+        assert env.get_action_space(aid).n == actions
+
+
+def test_executor_mask_forbids_absent_pool_slots():
+    env = InfraMindEnv(SMALL)
+    steps = rollout(env, random_actor(0), seed=2)
+    pools = len(pool_names(env.settings.placement))
+    assert pools < MAX_POOLS
+    for aid, obs, *_ in steps:
+        if aid.startswith("executor"):
+            mask = obs["action_mask"].reshape(MAX_POOLS, len(DEPTHS))
+            assert mask[:pools].all() and not mask[pools:].any()
+
+
+def test_an_action_outside_the_mask_goes_to_the_same_depth_on_the_nearest_pool():
+    mask = np.zeros(EXECUTOR_ACTIONS, dtype=bool)
+    mask[: 5 * len(DEPTHS)] = True
+    assert nearest_valid_executor_action(7 * len(DEPTHS) + 2, mask) == 4 * len(DEPTHS) + 2
+    assert nearest_valid_executor_action(4, mask) == 4
+
+
+def test_same_seed_same_trajectory_and_another_seed_differs():
+    def trace(seed: int) -> list:
+        steps = rollout(InfraMindEnv(SMALL), random_actor(7), seed=seed)
+        return [(aid, a, sorted(rew.items())) for aid, _, a, rew, *_ in steps]
+
+    assert trace(4) == trace(4)
+    assert trace(4) != trace(5)
+
+
+def test_every_agent_that_acted_terminates_once_with_its_queries_reward():
+    env = InfraMindEnv({**SMALL, "lam": 0.5})
+    steps = rollout(env, random_actor(3), seed=6)
+    acted = {aid for aid, *_ in steps}
+    ended: dict[str, float] = {}
+    for *_, rew, term, info in steps:
+        for aid, done in term.items():
+            if aid == "__all__":
+                continue
+            assert done and aid not in ended
+            ended[aid] = rew[aid]
+            i = info[aid]
+            want = shaped_reward(i["correct"], i["latency_s"], i["budget_s"], 0.5)
+            assert rew[aid] == pytest.approx(want)
+    assert acted == set(ended)
+    qids = {aid.split("_", 1)[1] for aid in acted}
+    assert all(ended[f"planner_{q}"] == ended[f"executor_{q}"] for q in qids)
+    assert env.stats.queries == len(qids)
+
+
+def test_quality_first_shaping_matches_the_authors_formula():
+    assert quality(True, 10, 20) == 1.0
+    assert quality(True, 40, 20) == pytest.approx(0.7)
+    assert quality(True, 200, 20) == 0.5  # overrun discounts at most to 0.5
+    assert quality(False, 0, 20) == -1.0
+    assert quality(False, 10, 20) == pytest.approx(-0.85)
+    assert quality(False, 100, 20) == pytest.approx(-0.7)  # capped at the budget
+    assert quality(False, 10, 20, wrong_credit=0.0) == -1.0
+    assert min(quality(True, x, 20) for x in (0, 20, 40, 1e6)) > max(
+        quality(False, x, 20) for x in (0, 20, 40, 1e6)
+    )
+    assert shaped_reward(True, 30, 20, lam=2.0) == pytest.approx(quality(True, 30, 20) - 2.0)
+    assert shaped_reward(True, 20, 20, lam=2.0) == 1.0  # on the budget is within it
+
+
+def test_playing_a_heuristic_through_the_env_reproduces_simulate():
+    env = InfraMindEnv(SMALL)
+    rollout(env, heuristic_actor("budget-greedy"), seed=8)
+    summary = simulate(make_heuristic("budget-greedy"), env.sim_config).summary()
+    assert env.stats.queries == summary["queries"]
+    assert env.stats.accuracy == pytest.approx(summary["accuracy"])
+    assert 1 - env.stats.violation_rate == pytest.approx(summary["slo_compliance"])
+    assert env.stats.remapped == 0
