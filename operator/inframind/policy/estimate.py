@@ -73,27 +73,33 @@ def latency_matrix(snapshot: ClusterSnapshot, query: Query) -> np.ndarray:
     # Requests beyond capacity wait for the batch to drain at its mean service time.
     mean_service = arr.ttft + tokens.mean(axis=1) * tpot
     queueing = np.maximum(0.0, occupancy + 1 - arr.cap) / arr.cap * mean_service
-    latency = service + queueing[:, None]
+    # The pool's recent per-call latency carries what the profile cannot know (engines
+    # sharing a GPU, a slower replica): when calls run slower than predicted, scale.
+    observed = np.array([np.nan if ld.latency_s is None else ld.latency_s for ld in loads])
+    typical = ttft + tokens.mean(axis=1) * tpot + queueing
+    slowdown = np.where(np.isfinite(observed), np.clip(observed / typical, 1.0, 4.0), 1.0)
+    latency = service * slowdown[:, None] + queueing[:, None]
     pressure = 1.0 + 4.0 * np.clip(kv - KV_PRESSURE, 0.0, None) / (1 - KV_PRESSURE)
     latency = latency * pressure[:, None]
     return np.where(available[:, None], latency, np.inf)
 
 
-# Expected accuracy gain of a topology over its best member, in probability points.
-# Priors from ACCURACY.md Table 3 / section D: ensembles and debate add +1..+8 pp with
-# 70-85 % members, less when members are strong; verification +0..+3 pp.
+# Expected accuracy gain of a topology over its members, in probability points, at
+# members of 50 % (scaled down towards 0 % and 100 %). Priors from ACCURACY.md
+# Table 3 / section D: ensembles +1..+4 pp, debate +3..+8 pp, verification +0..+3 pp.
 TOPOLOGY_GAIN = {
     Topology.SINGLE: 0.0,
-    Topology.CHAIN: 0.01,
-    Topology.VERIFY: 0.015,
-    Topology.ENSEMBLE: 0.025,
-    Topology.DEBATE: 0.04,
+    Topology.CHAIN: 0.015,
+    Topology.VERIFY: 0.02,
+    Topology.ENSEMBLE: 0.035,
+    Topology.DEBATE: 0.07,
 }
 
 
 def plan_accuracy(plan: Plan, member_accuracy: float) -> float:
-    """Prior accuracy of a plan whose final answer comes from members of this accuracy."""
-    gain = TOPOLOGY_GAIN[plan.topology] * (1.0 - member_accuracy) * 4.0
+    """Prior accuracy of a plan whose agents have (on average) this accuracy."""
+    spread = 4.0 * member_accuracy * (1.0 - member_accuracy)
+    gain = TOPOLOGY_GAIN[plan.topology] * spread
     if plan.topology is Topology.DEBATE:
-        gain *= min(1.0, (len(plan.waves) - 1) / 2 + 0.5)
+        gain *= min(1.0, 0.5 + (len(plan.waves) - 1) / 4)
     return min(0.999, member_accuracy + gain)

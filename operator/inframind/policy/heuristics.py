@@ -192,17 +192,23 @@ class BudgetGreedy(Policy):
         lat = latency_matrix(snapshot, query)
         acc = self._accuracy(snapshot, query)
         remaining = query.deadline_s - snapshot.now
+        # Every extra call is load that other queries queue behind: the busier the
+        # cluster, the more a plan's accuracy must pay for its calls.
+        arr = profile_arrays(snapshot.profiles)
+        busy = np.array([max(ld.running + ld.waiting, ld.inflight) for ld in snapshot.loads])
+        occupancy = float(np.mean(np.minimum(busy / arr.cap, 2.0)))
+        per_call = 0.002 * (1.0 + 20.0 * occupancy)
         best, best_score = self._plans[0], -np.inf
         for plan in self._plans:
             per_wave = self.safety * remaining / len(plan.waves)
             width = len(plan.waves[0])
-            # Parallel steps of a wave land on different pools; the wave is only as
-            # good as the width-th best option that fits.
+            # Parallel steps of a wave land on different pools; a wide wave is as good
+            # as the average of the `width` best options that fit.
             fits = np.sort(acc[lat <= per_wave])[::-1]
             if len(fits) == 0:
                 continue
-            member = float(fits[min(width, len(fits)) - 1])
-            score = plan_accuracy(plan, member) - 0.002 * plan.calls
+            member = float(np.mean(fits[:width]))
+            score = plan_accuracy(plan, member) - per_call * plan.calls
             if score > best_score:
                 best, best_score = plan, score
         return best
