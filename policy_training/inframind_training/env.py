@@ -102,6 +102,10 @@ class EnvSettings:
     depths: tuple[str, ...] = tuple(d.value for d in DEPTHS)
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def max_queries(self) -> int:
+        """A bound on the queries of one window: twice the mean of the busiest load, plus slack."""
+        return int(2 * max(self.loads_rpm) * self.window_s / 60.0) + 100
+
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> EnvSettings:
         config = dict(config or {})
@@ -158,10 +162,15 @@ class InfraMindEnv(MultiAgentEnv):
         super().__init__()
         self.settings = EnvSettings.from_config(config)
         self.lam = float(self.settings.lam)
-        # Representative agents: RLlib reads one space per module from them; every
-        # real agent id maps to one of the two by prefix.
-        self.possible_agents = [f"{PLANNER}_0", f"{EXECUTOR}_0"]
-        self.agents = []
+        # RLlib's connectors keep per-agent space tables built from `possible_agents`,
+        # so every id an episode can use is listed: query ids run 0..n-1.
+        self.max_queries = self.settings.max_queries()
+        self.possible_agents = [
+            f"{role}_{q}" for q in range(self.max_queries) for role in (PLANNER, EXECUTOR)
+        ]
+        self.agents: list[str] = []
+        self._live: dict[str, None] = {}
+        self._deferred: tuple[dict, dict, dict] = ({}, {}, {})
         self._spaces = {PLANNER: planner_space(), EXECUTOR: executor_space()}
         self._actions = {
             PLANNER: gym.spaces.Discrete(PLANNER_ACTIONS),
@@ -222,7 +231,8 @@ class InfraMindEnv(MultiAgentEnv):
         self.plan_mask = np.array([i in allowed for i in range(PLANNER_ACTIONS)], dtype=np.float32)
         self.depths = tuple(d for d in DEPTHS if d.value in self.settings.depths)
         self._loop = serve(self.sim_config, SchedulerKind.EDF, "rllib")
-        self.agents = []
+        self._live: dict[str, None] = {}
+        self._deferred: tuple[dict, dict, dict] = ({}, {}, {})
         obs, _, _, _ = self._pump(next(self._loop))
         return obs, {}
 
@@ -268,10 +278,17 @@ class InfraMindEnv(MultiAgentEnv):
         return {"obs": vec, "action_mask": mask}
 
     def _pump(self, event: Any) -> tuple[dict, dict, dict, dict]:
-        """Collect completions until the next decision request (or the end of the window)."""
-        rewards: dict[str, float] = {}
-        terminateds: dict[str, bool] = {"__all__": False}
-        infos: dict[str, dict] = {}
+        """Collect completions until the next decision request (or the end of the window).
+
+        Completions are reported one env step late. RLlib ends a multi-agent
+        episode as soon as every agent it has seen is done, so a step that
+        terminated the only open queries and introduced a new query's planner
+        would end the episode early; one step later the agent that is acting
+        now is always known to RLlib and still open.
+        """
+        rewards, terminateds, infos = self._deferred
+        self._deferred = ({}, {}, {})
+        new_rewards, new_terms, new_infos = self._deferred
         while True:
             if isinstance(event, QueryDone):
                 rec = event.record
@@ -281,9 +298,10 @@ class InfraMindEnv(MultiAgentEnv):
                 self.stats.add(rec, r)
                 for role in (PLANNER, EXECUTOR):
                     aid = f"{role}_{rec.id}"
-                    rewards[aid] = r
-                    terminateds[aid] = True
-                    infos[aid] = {
+                    new_rewards[aid] = r
+                    new_terms[aid] = True
+                    self._live.pop(aid, None)
+                    new_infos[aid] = {
                         "correct": rec.correct,
                         "latency_s": rec.latency_s,
                         "budget_s": rec.budget_s,
@@ -292,11 +310,31 @@ class InfraMindEnv(MultiAgentEnv):
                     event = self._loop.send(None)
                 except StopIteration:
                     self._request = None
-                    terminateds["__all__"] = True
-                    return {}, rewards, terminateds, infos
+                    self.agents = []
+                    self._deferred = ({}, {}, {})
+                    return (
+                        {},
+                        {**rewards, **new_rewards},
+                        {**terminateds, **new_terms, "__all__": True},
+                        {**infos, **new_infos},
+                    )
                 continue
             self._request = event
-            return {self._agent_id(event): self.observe(event)}, rewards, terminateds, infos
+            aid = self._agent_id(event)
+            if isinstance(event, PlanRequest) and int(event.query.id) >= self.max_queries:
+                raise RuntimeError(
+                    f"query {event.query.id} exceeds the {self.max_queries} agent ids declared "
+                    "for this window; lower window_s or loads_rpm"
+                )
+            if aid in self._live:
+                # RLlib wants a reward with every observation after an agent's first; the
+                # query's reward comes only when it completes.
+                rewards.setdefault(aid, 0.0)
+            else:
+                self._live[aid] = None
+                # Agents still in the episode: acting now or waiting for their reward.
+                self.agents = list(self._live)
+            return {aid: self.observe(event)}, rewards, {**terminateds, "__all__": False}, infos
 
 
 @dataclass

@@ -155,3 +155,34 @@ def test_playing_a_heuristic_through_the_env_reproduces_simulate():
     assert env.stats.accuracy == pytest.approx(summary["accuracy"])
     assert 1 - env.stats.violation_rate == pytest.approx(summary["slo_compliance"])
     assert env.stats.remapped == 0
+
+
+def test_rllib_episode_bookkeeping_accepts_a_whole_window():
+    """RLlib ends an episode when every agent it knows is done; the env must never let it early."""
+    from ray.rllib.env.multi_agent_episode import MultiAgentEpisode
+
+    env = InfraMindEnv({**SMALL, "loads_rpm": [50.0]})
+    act = random_actor(0)
+    spaces = {a: env.get_observation_space(a) for a in env.possible_agents}
+    actions = {a: env.get_action_space(a) for a in env.possible_agents}
+    for seed in (0, 1):
+        episode = MultiAgentEpisode(
+            observation_space=spaces,
+            action_space=actions,
+            agent_to_module_mapping_fn=policy_mapping_fn,
+        )
+        obs, infos = env.reset(seed=seed)
+        episode.add_env_reset(observations=obs, infos=infos)
+        while not episode.is_done:
+            assert episode.get_agents_to_act() == set(obs)
+            acts = {aid: act(env, aid, o) for aid, o in obs.items()}
+            obs, rew, term, trunc, info = env.step(acts)
+            episode.add_env_step(
+                observations=obs,
+                actions=acts,
+                rewards=rew,
+                infos=info,
+                terminateds=term,
+                truncateds=trunc,
+            )
+        assert term["__all__"] and env._request is None
