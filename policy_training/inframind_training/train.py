@@ -83,7 +83,8 @@ class Args:
     snapshot_every: int = 0
     select_slo: float = 0.99
     as_test_margin: float = 0.05
-    out: Path = DEFAULT_ARTIFACT
+    # Where a passing run's policy goes; only --full replaces the committed artifact.
+    out: Path = Path("results/training/inframind-policy.npz")
     run_dir: Path = Path("results/training")
     init_from: Path | None = None  # fine-tune: start from an exported artifact's weights
     traces: Path | None = None  # gateway traces (JSONL) to weight training loads
@@ -106,6 +107,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "eval_seeds": (500_001, 500_002),
         "snapshot_every": 10,
         "num_cpus": 2,
+        "out": DEFAULT_ARTIFACT,
+        "run_dir": Path("results/training-full"),
     },
 }
 

@@ -93,3 +93,16 @@ def test_fine_tuning_loads_an_artifact_back_into_the_modules(modules, tmp_path):
     for a, b in zip(modules, fresh, strict=True):
         for la, lb in zip(a.policy_layers(), b.policy_layers(), strict=True):
             assert np.array_equal(la.weight.detach().numpy(), lb.weight.detach().numpy())
+
+
+def test_bench_resolves_learned_policies_by_path_and_scheduler(modules, tmp_path):
+    from inframind.bench.scenarios import BenchError, resolve_policy
+    from inframind.vocab import SchedulerKind
+
+    path = tmp_path / "p.npz"
+    export_policy(*modules, path, "bench-1")
+    policy = resolve_policy(f"learned:{path}+fcfs")
+    assert isinstance(policy, LearnedPolicy) and policy.version == "bench-1"
+    assert policy.scheduler is SchedulerKind.FCFS and policy.name == f"learned:{path}+fcfs"
+    with pytest.raises(BenchError, match="make train"):
+        resolve_policy(f"learned:{tmp_path / 'missing.npz'}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ..policy.base import Policy
@@ -28,9 +29,15 @@ ARRIVALS: tuple[str, ...] = ("poisson", "bursty", "diurnal")
 BASELINES: tuple[str, ...] = ("moa", "gptswarm", "masrouter")
 REFERENCE = "moa"  # "x lower latency" in the paper is against the MoA-like ensemble
 
+# -- the learned policy (policy_training exports it; the committed artifact is the default) --
+LEARNED = "learned"
+LEARNED_ARTIFACT = Path(__file__).resolve().parents[1] / "policy" / "data" / "inframind-policy.npz"
+_LEARNED_AVAILABLE: tuple[str, ...] = (LEARNED,) if LEARNED_ARTIFACT.exists() else ()
+
 # Every heuristic, the infrastructure-aware one first, plus the scheduler ablation
-# (the paper: replacing EDF with FCFS roughly doubles mean latency).
-ALL_POLICIES: tuple[str, ...] = (*HEURISTICS, "budget-greedy+fcfs")
+# (the paper: replacing EDF with FCFS roughly doubles mean latency); the learned
+# policy leads when its artifact is present.
+ALL_POLICIES: tuple[str, ...] = (*_LEARNED_AVAILABLE, *HEURISTICS, "budget-greedy+fcfs")
 SMOKE_POLICIES: tuple[str, ...] = ("budget-greedy", "moa", "masrouter")
 
 PAPER_LOADS: tuple[float, ...] = (10.0, 100.0)
@@ -65,16 +72,42 @@ class BenchError(ValueError):
 
 
 def known_policies() -> list[str]:
-    return [*HEURISTICS, "<heuristic>+fcfs", "<heuristic>+edf"]
+    return [LEARNED, "learned:<file.npz>", *HEURISTICS, "<heuristic>+fcfs", "<heuristic>+edf"]
+
+
+def _learned(name: str) -> Policy:
+    """`learned` (the committed artifact), `learned:PATH`, either with `+fcfs` / `+edf`."""
+    from ..policy.base import Limits
+    from ..policy.runtime import LearnedPolicy, PolicyFileError
+    from ..vocab import SchedulerKind
+
+    spec, _, sched = name.partition("+")
+    _, _, path = spec.partition(":")
+    limits = Limits()
+    if sched:
+        try:
+            limits = Limits(scheduler=SchedulerKind(sched))
+        except ValueError:
+            raise BenchError(
+                f"unknown scheduler {sched!r} in {name!r}; use +edf or +fcfs"
+            ) from None
+    try:
+        policy = LearnedPolicy(Path(path) if path else LEARNED_ARTIFACT, limits)
+    except PolicyFileError as exc:
+        raise BenchError(f"{exc}; train one with `make train`") from None
+    policy.name = name
+    return policy
 
 
 def resolve_policy(name: str) -> Policy:
     """The one place a benchmark turns a policy name into a fresh `Policy`.
 
-    Today it knows the heuristics (and their `+fcfs` / `+edf` variants); the
-    learned policy plugs in here.
+    It knows the heuristics (and their `+fcfs` / `+edf` variants) and the
+    learned policy (`learned`, `learned:PATH`).
     """
     base = name.partition("+")[0]
+    if base == LEARNED or base.startswith(LEARNED + ":"):
+        return _learned(name)
     if base in HEURISTICS:
         try:
             return make_heuristic(name)
