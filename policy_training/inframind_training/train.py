@@ -53,6 +53,8 @@ class Args:
     loads_rpm: tuple[float, ...] = (10.0, 30.0, 50.0, 100.0, 150.0)
     window_s: float = 120.0
     budget: str = "loguniform:5:120"
+    # Benchmarks drawn uniformly per query (repeat a name to weight it).
+    benchmarks: tuple[str, ...] = ("math", "gsm-hard", "code", "mmlu-pro")
     wrong_credit: float = 0.3
     # PPO
     hidden: tuple[int, ...] = (64, 64)
@@ -110,6 +112,19 @@ PRESETS: dict[str, dict[str, Any]] = {
         "out": DEFAULT_ARTIFACT,
         "run_dir": Path("results/training-full"),
     },
+    # Retraining in a cluster: start from the current artifact, read traces, no warm start.
+    "finetune": {
+        "iterations": 10,
+        "window_s": 300.0,
+        "train_batch": 3000,
+        "minibatch": 500,
+        "bc_episodes": 0,
+        "init_from": DEFAULT_ARTIFACT,
+        "snapshot_every": 5,
+        "eval_seeds": (500_001, 500_002),
+        "num_cpus": 2,
+        "run_dir": Path("results/training-finetune"),
+    },
 }
 
 
@@ -118,6 +133,7 @@ def parse_args(argv: list[str] | None = None) -> Args:
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--smoke", action="store_const", dest="mode", const="smoke")
     mode.add_argument("--full", action="store_const", dest="mode", const="full")
+    mode.add_argument("--finetune", action="store_const", dest="mode", const="finetune")
     for f in dataclasses.fields(Args):
         if f.name in ("mode", "extra"):
             continue
@@ -159,6 +175,7 @@ def env_config(args: Args, lam: float) -> dict[str, Any]:
         "loads_rpm": list(args.loads_rpm),
         "window_s": args.window_s,
         "budget": args.budget,
+        "benchmarks": list(args.benchmarks),
         "wrong_credit": args.wrong_credit,
         "seed": args.seed,
         "lam": lam,
@@ -427,7 +444,40 @@ def plot_curves(history: list[dict], path: Path, slo_target: float) -> None:
     plt.close(fig)
 
 
+def apply_traces(args: Args) -> tuple[Args, dict[str, Any]]:
+    """Args adjusted to what the gateway saw, and a report for the artifact's metadata."""
+    if args.traces is None:
+        return args, {}
+    from . import traces
+
+    summary = traces.load(args.traces)
+    overrides = traces.training_overrides(summary)
+    speed = traces.speed_report(summary, traces.simulated_s_per_token())
+    for pool, row in speed.items():
+        if row["flag"]:
+            print(
+                f"warning: {pool} serves at {row['ratio']:.2f}x the simulator's per-token time; "
+                "check its ModelPool calibration before trusting a policy trained on it"
+            )
+    print(f"traces: {summary.queries} queries ({summary.skipped} lines skipped); using {overrides}")
+    report = {
+        "queries": summary.queries,
+        "skipped": summary.skipped,
+        "slo_compliance": summary.slo_compliance,
+        "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
+        "speed": speed,
+    }
+    return dataclasses.replace(args, **overrides), report
+
+
 def run(args: Args) -> int:
+    args, trace_report = apply_traces(args)
+    if args.init_from is not None:
+        from inframind.policy.runtime import read_policy_file
+
+        meta, _ = read_policy_file(Path(args.init_from))
+        # Resume the constraint where the parent run left it.
+        args = dataclasses.replace(args, lam_init=float(meta.get("final_lambda", args.lam_init)))
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     import ray
@@ -489,6 +539,7 @@ def run(args: Args) -> int:
             "training": _jsonable(dataclasses.asdict(args)),
             "final_lambda": history[-1]["lambda"] if history else args.lam_init,
             "iterations": args.iterations,
+            "traces": trace_report,
         }
         out = Path(args.out)
         candidate = run_dir / "candidate.npz"

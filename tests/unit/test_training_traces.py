@@ -1,0 +1,65 @@
+"""Gateway traces feed retraining: schema read tolerantly, task mix, budgets, load and speed."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from inframind.orchestrator.runner import QueryTrace, StepTrace
+from inframind_training import traces
+
+pytestmark = pytest.mark.unit
+
+
+def trace_line(i: int, task: str = "math", budget: float = 30.0, **extra) -> str:
+    t = QueryTrace(
+        id=f"q{i}",
+        pipeline="reasoning",
+        task=task,
+        plan="single/1x1",
+        topology="single",
+        policy="heuristic:budget-greedy",
+        priority=1000 * i,
+        budget_s=budget,
+        decision_us=12.0,
+        latency_s=3.0,
+        met_budget=True,
+        steps=[StepTrace(0, 0, "solver", "llama-8b", "concise", "http://x", 2.0, 100, 400, 1)],
+    )
+    return json.dumps({**t.to_dict(), **extra})
+
+
+def test_the_gateways_own_trace_lines_parse_and_a_torn_last_line_is_skipped():
+    lines = [trace_line(i) for i in range(5)] + ['{"id": "q9", "task": "ma']
+    records, skipped = traces.read_traces(lines)
+    assert len(records) == 5 and skipped == 1
+    summary = traces.summarise(records, skipped)
+    assert summary.s_per_token == {"llama-8b": pytest.approx(2.0 / 400)}
+    assert summary.slo_compliance == 1.0
+
+
+def test_overrides_follow_the_task_mix_budgets_and_stamped_arrivals():
+    lines = [
+        trace_line(
+            i, task="code" if i % 4 == 0 else "math", budget=10.0 + i, arrival_unix_s=i * 0.6
+        )
+        for i in range(100)
+    ]
+    summary = traces.summarise(traces.read_traces(lines)[0])
+    assert summary.arrival_rpm == pytest.approx(100.0)
+    got = traces.training_overrides(summary)
+    assert got["benchmarks"].count("code") == 3 and len(got["benchmarks"]) == 12
+    assert got["budget"].startswith("loguniform:")
+    assert got["loads_rpm"][-1] == 100.0
+
+
+def test_too_few_traces_change_nothing():
+    summary = traces.summarise(traces.read_traces([trace_line(i) for i in range(5)])[0])
+    assert traces.training_overrides(summary) == {}
+
+
+def test_a_pool_far_slower_than_its_calibration_is_flagged():
+    summary = traces.summarise(traces.read_traces([trace_line(i) for i in range(30)])[0])
+    report = traces.speed_report(summary, {"llama-8b": 0.001})
+    assert report["llama-8b"]["flag"] and report["llama-8b"]["ratio"] == pytest.approx(5.0)
