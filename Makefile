@@ -81,8 +81,9 @@ test: setup serve-setup lint
 demo: setup serve-setup
 	$(PY) -m inframind.localstack.demo
 
-bench: setup
+bench: setup serve-setup
 	$(VENV)/bin/inframind bench --scenario paper
+	$(VENV)/bin/inframind bench --scenario gateway
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) results .pytest_cache .ruff_cache .import_linter_cache

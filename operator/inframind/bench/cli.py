@@ -24,7 +24,14 @@ def register(sub: Any) -> None:
         epilog="scenarios:\n"
         + "\n".join(f"  {name:<11} {text}" for name, text in sc.SCENARIO_HELP.items()),
     )
-    p.add_argument("--scenario", default="paper", help="smoke | paper | sweep | generalise")
+    p.add_argument(
+        "--scenario",
+        default="paper",
+        help="smoke | paper | sweep | generalise (simulator) | gateway (real vLLM engine)",
+    )
+    p.add_argument(
+        "--requests", type=int, default=100, help="gateway scenario: calls per path (sequential)"
+    )
     p.add_argument("--seed", type=int, default=None, help="workload seed shared by all policies")
     p.add_argument("--load-rpm", default=None, help="comma-separated loads, e.g. 10,100")
     p.add_argument("--arrival", default=None, help="poisson | bursty | diurnal (all cells)")
@@ -58,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
 
     # Piped output (make, CI logs) would otherwise wrap the table at 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 132)
+    if args.scenario == "gateway":
+        return _gateway(args, console)
     try:
         scenario = sc.build_scenario(args.scenario, _overrides(args))
     except BenchError as exc:
@@ -125,4 +134,20 @@ def run(args: argparse.Namespace) -> int:
     if not args.no_plots:
         for png in report.write_plots(outcomes, rows, out, scenario.name):
             console.print(f"wrote {png}")
+    return 0
+
+
+def _gateway(args: argparse.Namespace, console: Any) -> int:
+    """Gateway overhead on a real vLLM engine, against direct calls and vllm-router."""
+    import json
+
+    from . import overhead
+
+    console.print(f"[bold]bench gateway[/bold]: {args.requests} calls per path, vLLM CPU engine")
+    summary = overhead.run(requests=args.requests)
+    overhead.render(summary, console)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "gateway-overhead.json"
+    path.write_text(json.dumps(summary, indent=2))
+    console.print(f"wrote {path}")
     return 0

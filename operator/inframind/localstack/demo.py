@@ -1,10 +1,12 @@
-"""`make demo`: the local control plane, end to end, on this machine (no cluster, no GPU).
+"""`make demo`: InfraMind end to end on this machine (no cluster, no GPU).
 
-Starts the API emulator and the real operator process, applies the CRDs and
-the example manifests with kubectl as a user would, plays kubelet for the
-vLLM Deployments (nothing runs pods here), then shows what the operator
-created, the resources' status, and how a bad spec is reported. Every process
-it starts is stopped by PID on the way out.
+Part 1, control plane: starts the API emulator and the real operator process,
+applies the CRDs and the example manifests with kubectl as a user would,
+plays kubelet for the vLLM Deployments (nothing runs pods here), then shows
+what the operator created, the resources' status, and how a bad spec is
+reported. Part 2, data plane (localstack.dataplane): real vLLM CPU engines
+as external pools, the gateway, a bounded load through the OpenAI SDK, a
+live per-pool table and a summary. Every process it starts is stopped by PID.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from pathlib import Path
 
 import yaml
 
+from .dataplane import EngineStarter, run_data_plane
 from .processes import start_operator, stop_process, wait_for
 
 REPO = Path(__file__).resolve().parents[3]
@@ -64,8 +67,13 @@ def phase_of(kubectl: Kubectl, plural: str, name: str) -> str | None:
     return (obj.get("status") or {}).get("phase")
 
 
-def run(workdir: Path, timeout: float) -> None:
+def run(workdir: Path, timeout: float, args: argparse.Namespace) -> None:
     from . import run_emulator  # kmock is a dev dependency: import only when the demo runs
+
+    starter = EngineStarter(workdir)
+    if not args.control_plane_only:
+        # vLLM takes a minute or two to start on CPU: overlap it with part 1.
+        starter.start()
 
     kubeconfig = workdir / "kubeconfig"
     log = workdir / "operator.log"
@@ -178,15 +186,26 @@ def run(workdir: Path, timeout: float) -> None:
             kubectl("get", "modelpool", "llama-8b", "-n", NAMESPACE)
             if operator.poll() is not None:
                 raise RuntimeError(f"the operator exited; see {log}")
+            if not args.control_plane_only:
+                run_data_plane(kubectl, NAMESPACE, starter, workdir, args.requests, args.rate, say)
+                if operator.poll() is not None:
+                    raise RuntimeError(f"the operator exited; see {log}")
         finally:
             stop_process(operator)
             print(f"\noperator (pid {operator.pid}) stopped; API emulator stopping")
+            if starter.is_alive() or starter.engines:
+                starter.shutdown()
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for each step")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
+    parser.add_argument("--requests", type=int, default=60, help="queries to send (bounded)")
+    parser.add_argument("--rate", type=float, default=1.0, help="mean arrivals per second")
+    parser.add_argument(
+        "--control-plane-only", action="store_true", help="skip the vLLM engines and gateway"
+    )
     args = parser.parse_args(argv)
     if not shutil.which("kubectl"):
         print(
@@ -197,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="inframind-demo-"))
     started = time.monotonic()
     try:
-        run(workdir, args.timeout)
+        run(workdir, args.timeout, args)
     except (TimeoutError, RuntimeError) as exc:
         print(f"\ndemo failed: {exc}\noperator log: {workdir / 'operator.log'}", file=sys.stderr)
         return 1

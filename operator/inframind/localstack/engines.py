@@ -24,7 +24,9 @@ from .processes import stop_process
 @dataclass(frozen=True)
 class EngineSpec:
     name: str
-    kv_blocks: int | None = None  # None: vLLM sizes the KV cache from VLLM_CPU_KVCACHE_SPACE
+    # None: vLLM sizes the KV cache from VLLM_CPU_KVCACHE_SPACE. On the CPU backend a block
+    # holds 128 tokens (vLLM's log says so at start-up), not the 16 of GPUs.
+    kv_blocks: int | None = None
     max_num_seqs: int = 16
     max_model_len: int = 2048
 

@@ -67,3 +67,31 @@ def start_operator(
     return subprocess.Popen(
         cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True, env=full_env
     )
+
+
+def start_gateway(
+    config: str | os.PathLike[str],
+    port: int,
+    log: Path,
+    trace_log: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.Popen[str]:
+    """Run `inframind gateway` on 127.0.0.1:`port` reading a pipeline config file."""
+    cmd = [
+        sys.executable, "-m", "inframind.cli", "gateway",
+        "--config", str(config), "--host", "127.0.0.1", "--port", str(port),
+    ]  # fmt: skip
+    if trace_log is not None:
+        cmd += ["--trace-log", str(trace_log)]
+    out = log.open("a")
+    try:
+        return subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+    finally:
+        out.close()

@@ -40,6 +40,18 @@ _ids = itertools.count(1)
 # answer is better than none, and the trace reports the miss.
 MIN_STEP_TIMEOUT_S = 2.0
 MAX_RETRIES = 2
+# Earlier answers shown to a step are cut to fit the engine's context window. Budgeted
+# at a conservative 2 characters per token, with room kept for the step's own answer.
+CHARS_PER_TOKEN = 2
+DEFAULT_CONTEXT_CHARS = 6000
+
+
+def fit_context(context: list[str], max_chars: int) -> list[str]:
+    """Each earlier answer's tail (where final answers usually are), within max_chars in all."""
+    if not context:
+        return context
+    share = max(64, max_chars // len(context))
+    return [a if len(a) <= share else "..." + a[-share:] for a in context]
 
 
 class PipelineFailed(Exception):
@@ -196,7 +208,9 @@ class Runner:
                 self._finish(trace, query)
                 errors = [str(r) for r in results if isinstance(r, BaseException)]
                 rejected = [r for r in results if isinstance(r, EngineRejected)]
-                status = 400 if rejected else 503
+                # A refusal of the user's own prompt is the client's to fix (400); a refusal
+                # in a later wave, or no engine answering, is ours (502 / 503).
+                status = (400 if w == 0 else 502) if rejected else 503
                 raise PipelineFailed(
                     status,
                     f"wave {w} of plan {plan.label} produced no answer: {'; '.join(errors)}",
@@ -230,6 +244,7 @@ class Runner:
         failed_endpoints: list[str] = []
         last_error: EngineError | None = None
         streamed = False
+        context_chars: int | None = None
         step_trace: StepTrace | None = None
         for attempt in range(MAX_RETRIES + 1):
             snapshot = self.view.snapshot()
@@ -249,10 +264,18 @@ class Runner:
                 trace.steps.append(step_trace)
             step_trace.pool, step_trace.depth = pool.name, choice.depth.value
             step_trace.endpoint, step_trace.attempts = endpoint, attempt + 1
+            max_tokens = self.max_tokens[choice.depth]
+            window = self.view.scraper.max_model_len(endpoint)
+            if context_chars is None:
+                context_chars = DEFAULT_CONTEXT_CHARS
+                if window is not None:
+                    user_chars = sum(len(m["content"]) for m in messages)
+                    room = window - min(max_tokens, window // 2) - user_chars // CHARS_PER_TOKEN
+                    context_chars = max(256, (room - 128) * CHARS_PER_TOKEN)
             body = build_request(
                 pool.served_model_name,
-                build_messages(role, choice.depth, messages, context),
-                self.max_tokens[choice.depth],
+                build_messages(role, choice.depth, messages, fit_context(context, context_chars)),
+                max_tokens,
                 priority if pool.priority_scheduling_enabled else None,
             )
             timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
@@ -281,6 +304,11 @@ class Runner:
                 continue
             except EngineRejected as exc:
                 step_trace.error = str(exc)
+                if context and "context length" in str(exc) and context_chars and not streamed:
+                    # Earlier answers overflowed this model's window: show less of them.
+                    failed_endpoints.clear()
+                    context_chars //= 2
+                    continue
                 raise
             finally:
                 self.view.endpoints.release(endpoint)

@@ -48,6 +48,8 @@ class _History:
         self.samples: deque[tuple[float, EngineMetrics]] = deque()
         self.last_ok: float | None = None
         self.error: str | None = None
+        # The engine's context window, read once from /v1/models (vLLM reports it there).
+        self.max_model_len: int | None = None
 
     def add(self, t: float, metrics: EngineMetrics) -> None:
         self.samples.append((t, metrics))
@@ -124,6 +126,22 @@ class EngineScraper:
             hist.error = "no vLLM metrics in the response"
             return
         hist.add(time.monotonic(), metrics)
+        if hist.max_model_len is None:
+            hist.max_model_len = await self._context_window(session, url)
+
+    async def _context_window(self, session: aiohttp.ClientSession, url: str) -> int | None:
+        try:
+            timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+            async with session.get(f"{url}/v1/models", timeout=timeout) as resp:
+                data = await resp.json()
+            lens = [m.get("max_model_len") for m in data.get("data", [])]
+            return min((n for n in lens if isinstance(n, int)), default=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
+            return None
+
+    def max_model_len(self, url: str) -> int | None:
+        hist = self._history.get(url)
+        return hist.max_model_len if hist else None
 
     def loads(self) -> dict[str, EndpointLoad]:
         now = time.monotonic()

@@ -111,16 +111,24 @@ class LiveView:
         self.endpoints = endpoints
         self.pools: list[PoolConfig] = []
         self.profiles: tuple[PoolProfile, ...] = ()
+        self._live_profiles: tuple[PoolProfile, ...] = ()
         self._speed: dict[str, _Speed] = {}
 
     def configure(self, config: PipelineConfig) -> None:
         self.pools = list(config.pools)
         self._speed = {p.name: self._speed.get(p.name, _Speed()) for p in self.pools}
         self.profiles = tuple(profile_from_config(p) for p in self.pools)
+        self._live_profiles = self.profiles
         self.scraper.set_endpoints(u for p in self.pools for u in p.endpoints)
 
     def observe(self, pool: int, latency_s: float, tokens: int, ttft_s: float | None) -> None:
         self._speed[self.pools[pool].name].observe(latency_s, tokens, ttft_s)
+        # Speeds measured on this cluster beat any prior. One new tuple per observation
+        # (not per snapshot) keeps the policies' per-profile caches warm.
+        self._live_profiles = tuple(
+            _with_speed(prof, self._speed[p.name]) if self._speed[p.name].samples else prof
+            for p, prof in zip(self.pools, self.profiles, strict=True)
+        )
 
     def pick_endpoint(self, pool: int, exclude: Sequence[str] = ()) -> str | None:
         """The pool's endpoint with the least work (our in-flight + its queue), breaker closed."""
@@ -138,17 +146,10 @@ class LiveView:
 
     def snapshot(self, now: float | None = None) -> ClusterSnapshot:
         loads = self.scraper.loads()
-        out = []
-        profiles = []
-        for pool, prof in zip(self.pools, self.profiles, strict=True):
-            out.append(self._pool_load(pool, loads))
-            speed = self._speed[pool.name]
-            if speed.samples:
-                # Speeds measured on this cluster beat any prior.
-                prof = _with_speed(prof, speed)
-            profiles.append(prof)
         return ClusterSnapshot(
-            now=time.time() if now is None else now, profiles=tuple(profiles), loads=tuple(out)
+            now=time.time() if now is None else now,
+            profiles=self._live_profiles,
+            loads=tuple(self._pool_load(pool, loads) for pool in self.pools),
         )
 
     def _pool_load(self, pool: PoolConfig, loads: dict[str, EndpointLoad]) -> PoolLoad:

@@ -1,0 +1,209 @@
+"""Gateway overhead against calling vLLM directly and against vllm-router, in one run.
+
+One real vLLM CPU engine; in front of it the InfraMind gateway (one pool,
+single-agent plans at Flash depth, so one call per request) and
+`vllm-router` (PyPI, round robin over the same engine). The same request body
+the gateway sends is sent directly and through the router, interleaved, one
+at a time, so that all three see the same engine state. Reported: per-call
+latency p50/p99 of each path and the difference to direct, plus the
+planner+executor decision time of every policy on a 5-pool snapshot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..api.config import PipelineConfig, PoolConfig
+from ..api.pipeline import PolicySource
+from ..localstack.engines import (
+    EngineSpec,
+    ensure_tiny_model,
+    free_port,
+    start_engines,
+    stop_engines,
+)
+from ..localstack.processes import start_gateway, stop_process, wait_for
+from ..orchestrator.engine import build_request
+from ..orchestrator.prompts import DEPTH_MAX_TOKENS, build_messages
+from ..policy.heuristics import HEURISTICS, make_heuristic
+from ..policy.types import ClusterSnapshot, PoolLoad, PoolProfile, Query, StepContext
+from ..vocab import Depth, Role, TaskFamily, Topology
+
+
+def _post(url: str, body: dict[str, Any]) -> float:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    t0 = time.perf_counter()
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        resp.read()
+    return time.perf_counter() - t0
+
+
+def decision_times(iterations: int = 3000) -> dict[str, dict[str, float]]:
+    """Per-query decide + one choose, in microseconds, for each heuristic on 5 loaded pools."""
+    rng = np.random.default_rng(0)
+    profiles = tuple(
+        PoolProfile(f"p{i}", f"m{i}", rng.uniform(0.4, 0.9, (3, 3)), rng.uniform(20, 900, (3, 3)))
+        for i in range(5)
+    )
+    snap = ClusterSnapshot(
+        0.0, profiles, tuple(PoolLoad(waiting=i, running=4 * i, kv_usage=0.1 * i) for i in range(5))
+    )
+    query = Query(1, TaskFamily.MATH, 30.0, 0.0)
+    out = {}
+    for name in HEURISTICS:
+        policy = make_heuristic(name)
+        times = []
+        for _ in range(iterations):
+            t0 = time.perf_counter()
+            plan = policy.decide(snap, query)
+            policy.choose(snap, StepContext(query, plan, 0, 0, plan.waves[0][0], 0.0))
+            times.append(time.perf_counter() - t0)
+        us = np.array(times[iterations // 10 :]) * 1e6
+        out[name] = {"p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99))}
+    return out
+
+
+def _router_binary() -> str | None:
+    found = shutil.which("vllm-router")
+    if found:
+        return found
+    here = Path(os.sys.executable).parent / "vllm-router"
+    return str(here) if here.exists() else None
+
+
+def run(requests: int = 100, workdir: Path | None = None) -> dict[str, Any]:
+    workdir = workdir or Path(tempfile.mkdtemp(prefix="inframind-overhead-"))
+    model = ensure_tiny_model(workdir / "tiny-model")
+    engine = start_engines([EngineSpec("bench", max_num_seqs=8)], model, workdir / "logs")[0]
+    procs: list[subprocess.Popen] = []
+    try:
+        config = PipelineConfig(
+            pipeline="bench",
+            pools=[PoolConfig(name="bench", model="tiny", served_model_name="bench",
+                              endpoints=[engine.url])],
+            topologies=[Topology.SINGLE],
+            depths=[Depth.FLASH],
+            policy=PolicySource(heuristic="least-queue"),
+        )  # fmt: skip
+        cfg = workdir / "pipeline.json"
+        cfg.write_text(config.model_dump_json(by_alias=True))
+        gw_port = free_port()
+        gw = start_gateway(cfg, gw_port, workdir / "gateway.log")
+        procs.append(gw)
+        gw_url = f"http://127.0.0.1:{gw_port}"
+        wait_for(lambda: _get(f"{gw_url}/readyz").get("ready"), 30, "gateway ready")
+
+        targets = {"direct": f"{engine.url}/v1/chat/completions"}
+        router = _router_binary()
+        if router:
+            r_port = free_port()
+            rlog = (workdir / "router.log").open("w")
+            rp = subprocess.Popen(
+                [router, "--host", "127.0.0.1", "--port", str(r_port),
+                 "--worker-urls", engine.url, "--policy", "round_robin"],
+                stdout=rlog, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            rlog.close()
+            procs.append(rp)
+            wait_for(lambda: _probe(f"http://127.0.0.1:{r_port}/v1/models"), 60, "vllm-router")
+            targets["vllm-router"] = f"http://127.0.0.1:{r_port}/v1/chat/completions"
+        targets["inframind"] = f"{gw_url}/v1/chat/completions"
+
+        user = [{"role": "user", "content": "What is the capital of France?"}]
+        # What the gateway sends for a one-step Flash plan; sent as is to the other paths.
+        direct_body = build_request(
+            "bench", build_messages(Role.SOLVER, Depth.FLASH, user), DEPTH_MAX_TOKENS[Depth.FLASH],
+            priority=int(time.time() * 1000),
+        )  # fmt: skip
+        gw_body = {"model": "bench", "messages": user, "inframind": {"budget_s": 60}}
+        for name, url in targets.items():  # warm-up: connections, engine caches
+            for _ in range(5):
+                _post(url, gw_body if name == "inframind" else direct_body)
+        lat: dict[str, list[float]] = {name: [] for name in targets}
+        for _ in range(requests):
+            for name, url in targets.items():
+                lat[name].append(_post(url, gw_body if name == "inframind" else direct_body))
+        traces_us = _decision_us_from_metrics(gw_url)
+    finally:
+        for p in procs:
+            stop_process(p)
+        stop_engines([engine])
+    summary: dict[str, Any] = {"requests": requests, "paths": {}}
+    base = np.array(lat["direct"]) * 1e3
+    for name, values in lat.items():
+        ms = np.array(values) * 1e3
+        summary["paths"][name] = {
+            "p50_ms": float(np.percentile(ms, 50)),
+            "p99_ms": float(np.percentile(ms, 99)),
+            "added_p50_ms": float(np.percentile(ms, 50) - np.percentile(base, 50)),
+            "added_p99_ms": float(np.percentile(ms, 99) - np.percentile(base, 99)),
+            "added_median_pairwise_ms": float(statistics.median(ms - base)),
+        }
+    summary["gateway_decision_mean_us"] = traces_us
+    summary["policy_decision_us"] = decision_times()
+    return summary
+
+
+def _get(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return json.loads(resp.read())
+
+
+def _probe(url: str) -> bool:
+    try:
+        _get(url)
+        return True
+    except OSError:
+        return False
+
+
+def _decision_us_from_metrics(gw_url: str) -> float | None:
+    text = urllib.request.urlopen(f"{gw_url}/metrics", timeout=5).read().decode()
+    total = count = None
+    for line in text.splitlines():
+        if line.startswith("inframind_decision_seconds_sum"):
+            total = float(line.split()[-1])
+        if line.startswith("inframind_decision_seconds_count"):
+            count = float(line.split()[-1])
+    return None if not count else total / count * 1e6
+
+
+def render(summary: dict[str, Any], console: Any) -> None:
+    from rich.table import Table
+
+    t = Table(title=f"gateway overhead per call, {summary['requests']} sequential calls per path")
+    for col in (
+        "path",
+        "p50 ms",
+        "p99 ms",
+        "added p50 ms",
+        "added p99 ms",
+        "added (paired median)",
+    ):
+        t.add_column(col, justify="right" if col != "path" else "left")
+    for name, p in summary["paths"].items():
+        t.add_row(name, f"{p['p50_ms']:.2f}", f"{p['p99_ms']:.2f}", f"{p['added_p50_ms']:+.2f}",
+                  f"{p['added_p99_ms']:+.2f}", f"{p['added_median_pairwise_ms']:+.2f}")  # fmt: skip
+    console.print(t)
+    d = Table(title="decision time per query (decide + choose), 5 loaded pools")
+    for col in ("policy", "p50 us", "p99 us"):
+        d.add_column(col, justify="right" if col != "policy" else "left")
+    for name, v in summary["policy_decision_us"].items():
+        d.add_row(name, f"{v['p50_us']:.1f}", f"{v['p99_us']:.1f}")
+    console.print(d)
+    if summary.get("gateway_decision_mean_us") is not None:
+        console.print(f"planner decision inside the gateway: mean "
+                      f"{summary['gateway_decision_mean_us']:.1f} us")  # fmt: skip

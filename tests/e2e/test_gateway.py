@@ -1,0 +1,279 @@
+"""The gateway against real vLLM engines, driven the way users drive it: the OpenAI SDK."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.request
+
+import httpx
+import openai
+import pytest
+
+from inframind.api.config import PipelineConfig
+from inframind.api.pipeline import Budget, PolicySource
+from inframind.vocab import Depth, Topology
+from support.dataplane import engine_metric, get_json, pool
+
+pytestmark = pytest.mark.e2e
+
+
+def _config(pools, heuristic="budget-greedy", **kw) -> PipelineConfig:
+    return PipelineConfig(
+        pipeline=kw.pop("name", "demo"),
+        pools=pools,
+        policy=PolicySource(heuristic=heuristic),
+        budget=kw.pop("budget", Budget(default_seconds=60, max_seconds=600)),
+        **kw,
+    )
+
+
+def _post(url: str, body: dict, headers: dict | None = None) -> tuple[int, dict, dict]:
+    req = urllib.request.Request(
+        f"{url}/v1/chat/completions",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json", **(headers or {})},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=120) as resp:
+            return resp.status, json.loads(resp.read()), dict(resp.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read()), dict(err.headers)
+
+
+def test_openai_sdk_gets_answers_with_a_trace_plain_and_streaming(engines, gateway):
+    gw = gateway(_config([pool(engines["alpha"]), pool(engines["beta"])], max_agents=3))
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="unused")
+    assert [m.id for m in client.models.list().data] == ["demo"]
+
+    resp = client.chat.completions.create(
+        model="demo",
+        messages=[{"role": "user", "content": "What is the capital of France?"}],
+        extra_headers={"X-InfraMind-Budget": "30"},
+    )
+    assert resp.choices[0].message.content
+    trace = resp.model_extra["inframind"]
+    assert trace["budget_s"] == 30 and trace["steps"]
+    for step in trace["steps"]:
+        assert step["pool"] in ("pool-alpha", "pool-beta")
+        assert step["depth"] in [d.value for d in Depth] and step["latency_s"] > 0
+    assert trace["met_budget"] is (trace["latency_s"] <= 30)
+    # EDF: the vLLM priority sent is the query's deadline in milliseconds.
+    deadline = time.time() - trace["latency_s"] + 30
+    assert abs(trace["priority"] / 1000 - deadline) < 5
+
+    stream = client.chat.completions.create(
+        model="demo",
+        messages=[{"role": "user", "content": "Name a prime number."}],
+        stream=True,
+        extra_body={"inframind": {"budget_s": 45}},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    final = chunks[-1].model_extra["inframind"]
+    assert final["budget_s"] == 45 and final["steps"]
+
+
+def test_bad_requests_get_4xx_with_a_reason(engines, gateway):
+    gw = gateway(_config([pool(engines["alpha"])]))
+    user = [{"role": "user", "content": "hi"}]
+    cases = [
+        ({"model": "demo", "messages": []}, {}, 400, "messages"),
+        ({"model": "nope", "messages": user}, {}, 404, "unknown pipeline"),
+        ({"model": "demo", "messages": user}, {"X-InfraMind-Budget": "0"}, 400, "positive"),
+        ({"model": "demo", "messages": user, "inframind": {"budget_s": -3}}, {}, 400, "positive"),
+        ({"model": "demo", "messages": [{"role": "user", "content": "x" * 40_000}]}, {}, 413, ""),
+        ({"model": "demo", "messages": user, "inframind": {"task": "poetry"}}, {}, 400, "task"),
+    ]
+    for body, headers, status, words in cases:
+        code, payload, _ = _post(gw.url, body, headers)
+        assert code == status, (body, payload)
+        assert words in payload["error"]["message"]
+    # Not JSON at all.
+    req = urllib.request.Request(f"{gw.url}/v1/chat/completions", data=b"{", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as err:
+        urllib.request.urlopen(req, timeout=10)
+    assert err.value.code == 400 and "JSON" in json.loads(err.value.read())["error"]["message"]
+
+
+def test_config_changes_are_picked_up_without_restart(engines, gateway):
+    gw = gateway(_config([pool(engines["alpha"])], heuristic="round-robin"))
+    assert gw.pools()["policy_version"] == "heuristic:round-robin"
+    pid = gw.process.pid
+    gw.write_config(
+        _config([pool(engines["alpha"]), pool(engines["beta"])], heuristic="least-queue")
+    )
+
+    def reloaded() -> bool:
+        view = gw.pools()
+        return view["policy_version"] == "heuristic:least-queue" and len(view["pools"]) == 2
+
+    from inframind.localstack.processes import wait_for
+
+    wait_for(reloaded, 15, "the gateway to reload its config")
+    assert gw.process.pid == pid and gw.process.poll() is None
+    # A broken config is refused; the last good one keeps serving.
+    gw.config_path.write_text("{not json")
+    time.sleep(2.5)
+    code, payload, _ = _post(
+        gw.url, {"model": "demo", "messages": [{"role": "user", "content": "hi"}]}
+    )
+    assert code == 200, payload
+    assert (
+        "inframind_config_errors_total 1.0"
+        in urllib.request.urlopen(f"{gw.url}/metrics", timeout=5).read().decode()
+    )
+
+
+async def _flood_direct(engine, n: int, tokens: int) -> list[asyncio.Task]:
+    """Occupy an engine with long fixed-length requests sent around the gateway."""
+    client = httpx.AsyncClient(timeout=300)
+    body = {
+        "model": engine.spec.name,
+        "messages": [{"role": "user", "content": "fill the cache " * 40}],
+        "max_tokens": tokens,
+        "min_tokens": tokens,
+        "ignore_eos": True,
+    }
+    return [
+        asyncio.create_task(client.post(f"{engine.url}/v1/chat/completions", json=body))
+        for _ in range(n)
+    ]
+
+
+async def test_saturated_pool_gets_no_new_calls(engines, gateway):
+    small, alpha = engines["small"], engines["alpha"]
+    gw = gateway(
+        _config(
+            [pool(small), pool(alpha)],
+            heuristic="budget-greedy",
+            topologies=[Topology.SINGLE],
+            depths=[Depth.CONCISE],
+        )
+    )
+    flood = await _flood_direct(small, 8, 1200)
+    try:
+        # The small engine's KV cache fills and requests queue behind it.
+        async with asyncio.timeout(60):
+            while await asyncio.to_thread(engine_metric, small, "vllm:num_requests_waiting") < 1:
+                await asyncio.sleep(0.3)
+        await asyncio.sleep(1.5)  # one scrape interval, so the gateway has seen it
+        kv_seen = engine_metric(small, "vllm:kv_cache_usage_perc")
+        async with httpx.AsyncClient(base_url=gw.url, timeout=120) as client:
+            calls = [
+                client.post(
+                    "/v1/chat/completions",
+                    json={"model": "demo", "messages": [{"role": "user", "content": f"q{i}"}]},
+                    headers={"X-InfraMind-Budget": "60"},
+                )
+                for i in range(12)
+            ]
+            answers = await asyncio.gather(*calls)
+    finally:
+        for t in flood:
+            t.cancel()
+    assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
+    pools = [s["pool"] for a in answers for s in a.json()["inframind"]["steps"]]
+    assert kv_seen > 0.5
+    assert pools.count("pool-small") <= 1, pools
+    assert pools.count("pool-alpha") >= 11
+
+
+async def test_earlier_deadlines_finish_first_on_a_contended_engine(engines, gateway):
+    beta = engines["beta"]  # two sequences at a time: everything else waits in vLLM's queue
+    gw = gateway(_config([pool(beta)], topologies=[Topology.SINGLE], depths=[Depth.CONCISE]))
+    flood = await _flood_direct(beta, 2, 600)
+    finished: dict[str, float] = {}
+    try:
+        async with asyncio.timeout(30):
+            while await asyncio.to_thread(engine_metric, beta, "vllm:num_requests_running") < 2:
+                await asyncio.sleep(0.2)
+        async with httpx.AsyncClient(base_url=gw.url, timeout=300) as client:
+
+            async def ask(label: str, budget: float, delay: float) -> None:
+                await asyncio.sleep(delay)
+                r = await client.post(
+                    "/v1/chat/completions",
+                    json={
+                        "model": "demo",
+                        "messages": [{"role": "user", "content": label}],
+                        "inframind": {"budget_s": budget, "sheddable": False},
+                    },
+                )
+                assert r.status_code == 200, r.text
+                finished[label] = time.monotonic()
+
+            # Loose deadlines arrive first; tight ones after them must overtake in vLLM's queue.
+            await asyncio.gather(
+                *(ask(f"loose-{i}", 500, 0.0) for i in range(3)),
+                *(ask(f"tight-{i}", 120, 0.5) for i in range(2)),
+            )
+    finally:
+        for t in flood:
+            t.cancel()
+    order = sorted(finished, key=finished.get)
+    assert set(order[:2]) == {"tight-0", "tight-1"}, order
+
+
+def test_readyz_and_metrics_report_what_the_gateway_does(engines, gateway):
+    gw = gateway(_config([pool(engines["alpha"])]))
+    assert get_json(f"{gw.url}/healthz")["status"] == "ok"
+    assert get_json(f"{gw.url}/readyz")["ready"] is True
+    _post(gw.url, {"model": "demo", "messages": [{"role": "user", "content": "hi"}]})
+    metrics = urllib.request.urlopen(f"{gw.url}/metrics", timeout=5).read().decode()
+    for name in (
+        "inframind_requests_total",
+        "inframind_decisions_total",
+        "inframind_steps_total",
+        "inframind_request_latency_seconds_bucket",
+        "inframind_slo_total",
+        "inframind_decision_seconds_bucket",
+    ):
+        assert name in metrics, name
+    time.sleep(1.5)
+    assert gw.traces() and gw.traces()[0]["pipeline"] == "demo"
+
+
+async def test_an_engine_killed_mid_load_loses_no_request(engines, gateway, tiny_model, tmp_path):
+    from inframind.localstack.engines import EngineSpec, start_engines, stop_engines
+
+    victim = start_engines([EngineSpec("victim", max_num_seqs=8)], tiny_model, tmp_path)[0]
+    try:
+        gw = gateway(
+            _config(
+                [pool(victim), pool(engines["alpha"])],
+                heuristic="round-robin",
+                topologies=[Topology.SINGLE],
+                depths=[Depth.DEEPTHINK],  # long calls, so some are in flight at the kill
+            )
+        )
+        async with httpx.AsyncClient(base_url=gw.url, timeout=180) as client:
+
+            async def ask(i: int) -> httpx.Response:
+                return await client.post(
+                    "/v1/chat/completions",
+                    json={"model": "demo", "messages": [{"role": "user", "content": f"q{i}"}]},
+                    headers={"X-InfraMind-Budget": "120"},
+                )
+
+            calls = [asyncio.create_task(ask(i)) for i in range(10)]
+            async with asyncio.timeout(60):
+                while (
+                    await asyncio.to_thread(engine_metric, victim, "vllm:num_requests_running") < 1
+                ):
+                    await asyncio.sleep(0.2)
+            victim.process.kill()  # SIGKILL: no goodbye, sockets reset
+            async with asyncio.timeout(170):  # nothing hangs
+                answers = await asyncio.gather(*calls)
+    finally:
+        stop_engines([victim])
+    # Every request ends: an answer, or an error that says what happened. None vanish.
+    for a in answers:
+        assert a.status_code == 200 or a.json()["error"]["message"], a.text
+    ok = [a.json()["inframind"] for a in answers if a.status_code == 200]
+    assert len(ok) == len(answers), [a.text for a in answers if a.status_code != 200]
+    retried = [s for t in ok for s in t["steps"] if s["attempts"] > 1]
+    assert retried and all(s["pool"] == "pool-alpha" for s in retried)

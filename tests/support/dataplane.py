@@ -1,0 +1,60 @@
+"""Helpers for tests that drive real engines and gateways: configs, metrics, processes."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from inframind.api.config import PipelineConfig, PoolConfig
+from inframind.localstack.engines import Engine
+
+
+def pool(engine: Engine, **profile: Any) -> PoolConfig:
+    return PoolConfig(
+        name=f"pool-{engine.spec.name}",
+        model="tiny",
+        served_model_name=engine.spec.name,
+        endpoints=[engine.url],
+        profile=profile or {},
+    )
+
+
+def get_json(url: str, timeout: float = 5.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as resp:
+        return json.loads(resp.read())
+
+
+def engine_metric(engine: Engine, name: str) -> float:
+    """One gauge/counter value from an engine's /metrics (summed over label sets)."""
+    with urllib.request.urlopen(f"{engine.url}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+@dataclass
+class GatewayProc:
+    url: str
+    config_path: Path
+    trace_log: Path
+    log: Path
+    process: Any
+
+    def write_config(self, config: PipelineConfig) -> None:
+        tmp = self.config_path.with_suffix(".tmp")
+        tmp.write_text(config.model_dump_json(by_alias=True))
+        tmp.replace(self.config_path)  # atomic, as a kubelet swaps a ConfigMap volume
+
+    def pools(self) -> dict:
+        return get_json(f"{self.url}/v1/inframind/pools")
+
+    def traces(self) -> list[dict]:
+        if not self.trace_log.exists():
+            return []
+        return [json.loads(line) for line in self.trace_log.read_text().splitlines() if line]

@@ -1,0 +1,98 @@
+"""Pure parts of the data plane: task guess, answer combination, context fitting,
+admission control, and the live view's pessimism about missing signals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from inframind.api.config import PipelineConfig, PoolConfig
+from inframind.orchestrator.runner import combine, fit_context, infer_task
+from inframind.orchestrator.scheduler import admit
+from inframind.policy.types import ClusterSnapshot, PoolLoad, PoolProfile, Query
+from inframind.telemetry.scrape import EngineScraper
+from inframind.telemetry.snapshot import Endpoints, LiveView, profile_from_config
+from inframind.vocab import TaskFamily
+
+pytestmark = pytest.mark.unit
+
+
+def _user(text: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": text}]
+
+
+def test_task_is_guessed_from_the_user_turn():
+    assert infer_task(_user("Write a Python function that sorts")) is TaskFamily.CODE
+    assert infer_task(_user("Solve 3x + 4 = 10")) is TaskFamily.MATH
+    assert infer_task(_user("Who painted the Night Watch?")) is TaskFamily.KNOWLEDGE
+
+
+def test_parallel_answers_combine_to_the_majority():
+    assert combine(["42", " 41 ", "42"]) == "42"
+    assert combine(["a", "b", "c"]) == "a"
+
+
+def test_context_keeps_each_answers_tail_within_the_limit():
+    fitted = fit_context(["x" * 1000 + "ANSWER", "short"], max_chars=400)
+    assert fitted[0].endswith("ANSWER") and len(fitted[0]) <= 204
+    assert fitted[1] == "short"
+
+
+def _profile(name: str) -> PoolProfile:
+    return PoolProfile(name, "m", np.full((3, 3), 0.7), np.full((3, 3), 200.0), tpot_s=0.02)
+
+
+def test_a_query_that_cannot_meet_its_budget_is_shed_with_a_retry_hint():
+    busy = PoolLoad(waiting=300, running=32)
+    snap = ClusterSnapshot(0.0, (_profile("a"),), (busy,))
+    query = Query(1, TaskFamily.MATH, budget_s=2.0, arrival_s=0.0)
+    verdict = admit(snap, query, sheddable=True, inflight=0, max_inflight=100)
+    assert not verdict.admitted and verdict.retry_after_s >= 1 and "budget" in verdict.reason
+    # The same query, marked not sheddable, is admitted and takes its chance.
+    assert admit(snap, query, sheddable=False, inflight=0, max_inflight=100).admitted
+
+
+def test_a_full_gateway_sheds_only_sheddable_queries():
+    snap = ClusterSnapshot(0.0, (_profile("a"),), (PoolLoad(),))
+    query = Query(1, TaskFamily.MATH, budget_s=30.0, arrival_s=0.0)
+    assert not admit(snap, query, True, inflight=10, max_inflight=10).admitted
+    assert admit(snap, query, False, inflight=10, max_inflight=10).admitted
+
+
+def test_profiles_fill_missing_priors_and_respect_given_ones():
+    pool = PoolConfig.model_validate(
+        {
+            "name": "p",
+            "model": "m",
+            "servedModelName": "m",
+            "endpoints": ["http://127.0.0.1:1"],
+            "profile": {"accuracy": {"math": {"concise": 0.9}}},
+        }
+    )
+    prof = profile_from_config(pool)
+    assert prof.prior(TaskFamily.MATH, "concise") == pytest.approx(0.9)
+    assert prof.prior(TaskFamily.CODE, "flash") < prof.prior(TaskFamily.CODE, "deepthink")
+
+
+def test_unscraped_pools_are_stale_and_a_broken_endpoint_leaves_routing():
+    config = PipelineConfig(
+        pipeline="p",
+        pools=[
+            PoolConfig(
+                name="a", model="m", served_model_name="m", endpoints=["http://127.0.0.1:1"]
+            ),
+            PoolConfig(
+                name="b", model="m", served_model_name="m", endpoints=["http://127.0.0.1:2"]
+            ),
+        ],
+    )
+    endpoints = Endpoints(open_for_s=60)
+    view = LiveView(EngineScraper([]), endpoints)
+    view.configure(config)
+    snap = view.snapshot()
+    assert all(load.stale for load in snap.loads)  # never scraped: not "idle"
+    endpoints.failed("http://127.0.0.1:1")
+    assert not view.snapshot().loads[0].available
+    assert view.pick_endpoint(0) is None and view.pick_endpoint(1) == "http://127.0.0.1:2"
+    endpoints.succeeded("http://127.0.0.1:1")
+    assert view.snapshot().loads[0].available
