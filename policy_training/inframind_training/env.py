@@ -38,6 +38,7 @@ from inframind.policy.features import (
     encode_step,
     executor_mask,
 )
+from inframind.policy.heuristics import make_heuristic
 from inframind.policy.plans import CATALOGUE, allowed_plans
 from inframind.policy.types import DEPTHS, TOPOLOGIES, Choice
 from inframind.sim.run import PlanRequest, QueryDone, SimConfig, StepRequest, serve
@@ -90,6 +91,12 @@ class EnvSettings:
 
     loads_rpm: tuple[float, ...] = (10.0, 30.0, 50.0, 100.0, 150.0)
     window_s: float = 300.0
+    # Simulated time before the window in which `warmup_policy` serves the queries
+    # (no agents, no rewards): queues reach their level for the load while the
+    # episode stays short, and RLlib's per-step bookkeeping grows with the agents
+    # of an episode.
+    warmup_s: float = 0.0
+    warmup_policy: str = "budget-greedy"
     budget: str = "loguniform:5:120"
     arrival: str = "poisson"
     benchmarks: tuple[str, ...] = tuple(b.value for b in Benchmark)
@@ -104,7 +111,7 @@ class EnvSettings:
 
     def max_queries(self) -> int:
         """A bound on the queries of one window: twice the mean of the busiest load, plus slack."""
-        return int(2 * max(self.loads_rpm) * self.window_s / 60.0) + 100
+        return int(2 * max(self.loads_rpm) * (self.warmup_s + self.window_s) / 60.0) + 100
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | None) -> EnvSettings:
@@ -186,6 +193,8 @@ class InfraMindEnv(MultiAgentEnv):
         self.stats = EpisodeStats()
         self.plan_mask = np.ones(PLANNER_ACTIONS, dtype=np.float32)
         self.depths = DEPTHS
+        self._warm: Any = None
+        self._warm_ids: set[int] = set()
 
     # -- spaces ------------------------------------------------------------
 
@@ -211,7 +220,7 @@ class InfraMindEnv(MultiAgentEnv):
         s = self.settings
         return SimConfig(
             rate_rpm=float(rng.choice(s.loads_rpm)),
-            duration_s=s.window_s,
+            duration_s=s.warmup_s + s.window_s,
             arrival=s.arrival,
             benchmarks=tuple(Benchmark(b) for b in s.benchmarks),
             budget=s.budget,
@@ -224,17 +233,30 @@ class InfraMindEnv(MultiAgentEnv):
     def reset(self, *, seed: int | None = None, options: dict | None = None) -> tuple[dict, dict]:
         if seed is not None:
             self._episode = int(seed)
-        episode_seed = self._episode
-        self._episode += 1
+        while True:
+            obs = self._start(self._episode)
+            self._episode += 1
+            if obs:
+                return obs, {}
+            # A quiet window (no arrival after the warm-up): RLlib needs an agent to
+            # act after reset, so the next seed's window is used instead.
+
+    def _start(self, episode_seed: int) -> dict:
         self.sim_config = self.episode_config(episode_seed)
         allowed = allowed_plans(TOPOLOGIES, self.settings.max_agents)
         self.plan_mask = np.array([i in allowed for i in range(PLANNER_ACTIONS)], dtype=np.float32)
         self.depths = tuple(d for d in DEPTHS if d.value in self.settings.depths)
         self._loop = serve(self.sim_config, SchedulerKind.EDF, "rllib")
+        self._warm = make_heuristic(self.settings.warmup_policy) if self.settings.warmup_s else None
+        self._warm_ids: set[int] = set()
         self._live: dict[str, None] = {}
         self._deferred: tuple[dict, dict, dict] = ({}, {}, {})
-        obs, _, _, _ = self._pump(next(self._loop))
-        return obs, {}
+        try:
+            first = next(self._loop)
+        except StopIteration:  # no query at all in this window
+            return {}
+        obs, _, _, _ = self._pump(first)
+        return obs
 
     def step(self, action_dict: dict[str, Any]) -> tuple[dict, dict, dict, dict, dict]:
         if self._request is None:
@@ -260,6 +282,25 @@ class InfraMindEnv(MultiAgentEnv):
         return Choice(pool, DEPTHS[depth])
 
     # -- internals ---------------------------------------------------------
+
+    def _is_warmup(self, event: Any) -> bool:
+        """Requests and completions of queries that arrived before the window."""
+        if isinstance(event, QueryDone):
+            if event.record.id in self._warm_ids:
+                self._warm_ids.discard(event.record.id)
+                return True
+            return False
+        query = event.query if isinstance(event, PlanRequest) else event.step.query
+        if isinstance(event, PlanRequest) and query.arrival_s < self.settings.warmup_s:
+            self._warm_ids.add(int(query.id))
+        return int(query.id) in self._warm_ids
+
+    def _warm_decision(self, event: Any) -> Any:
+        if isinstance(event, QueryDone):
+            return None
+        if isinstance(event, PlanRequest):
+            return self._warm.decide(event.snapshot, event.query)
+        return self._warm.choose(event.snapshot, event.step)
 
     @staticmethod
     def _agent_id(req: PlanRequest | StepRequest) -> str:
@@ -290,6 +331,22 @@ class InfraMindEnv(MultiAgentEnv):
         self._deferred = ({}, {}, {})
         new_rewards, new_terms, new_infos = self._deferred
         while True:
+            if self._warm is not None and self._is_warmup(event):
+                try:
+                    event = self._loop.send(self._warm_decision(event))
+                except StopIteration:
+                    event = None
+                if event is not None:
+                    continue
+                self._request = None
+                self.agents = []
+                self._deferred = ({}, {}, {})
+                return (
+                    {},
+                    {**rewards, **new_rewards},
+                    {**terminateds, **new_terms, "__all__": True},
+                    {**infos, **new_infos},
+                )
             if isinstance(event, QueryDone):
                 rec = event.record
                 r = shaped_reward(

@@ -51,7 +51,9 @@ class Args:
     iterations: int = 6
     # Environment: one episode = a window of simulated time at one of these loads.
     loads_rpm: tuple[float, ...] = (10.0, 30.0, 50.0, 100.0, 150.0)
-    window_s: float = 120.0
+    window_s: float = 90.0
+    # Heuristic-served simulated time before each window (queues settle; no agents).
+    warmup_s: float = 60.0
     budget: str = "loguniform:5:120"
     # Benchmarks drawn uniformly per query (repeat a name to weight it).
     benchmarks: tuple[str, ...] = ("math", "gsm-hard", "code", "mmlu-pro")
@@ -99,7 +101,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {},
     "full": {
         "iterations": 30,
-        "window_s": 300.0,
+        "window_s": 120.0,
+        "warmup_s": 180.0,
         "train_batch": 3000,
         "minibatch": 500,
         "epochs": 6,
@@ -115,7 +118,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Retraining in a cluster: start from the current artifact, read traces, no warm start.
     "finetune": {
         "iterations": 10,
-        "window_s": 300.0,
+        "window_s": 120.0,
+        "warmup_s": 180.0,
         "train_batch": 3000,
         "minibatch": 500,
         "bc_episodes": 0,
@@ -174,6 +178,7 @@ def env_config(args: Args, lam: float) -> dict[str, Any]:
     return {
         "loads_rpm": list(args.loads_rpm),
         "window_s": args.window_s,
+        "warmup_s": args.warmup_s,
         "budget": args.budget,
         "benchmarks": list(args.benchmarks),
         "wrong_credit": args.wrong_credit,

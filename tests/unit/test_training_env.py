@@ -186,3 +186,23 @@ def test_rllib_episode_bookkeeping_accepts_a_whole_window():
                 truncateds=trunc,
             )
         assert term["__all__"] and env._request is None
+
+
+def test_warm_up_queries_are_served_by_the_heuristic_and_never_become_agents():
+    config = {"window_s": 60.0, "warmup_s": 60.0, "loads_rpm": [100.0]}
+    env = InfraMindEnv(config)
+    steps = rollout(env, random_actor(1), seed=2)
+    acted = {int(aid.split("_", 1)[1]) for aid, *_ in steps}
+    from inframind.sim.workload import generate
+
+    arrivals = {int(q.query.id): q.query.arrival_s for q in generate(env.sim_config.workload())}
+    assert acted == {qid for qid, t in arrivals.items() if t >= 60.0}
+    assert env.stats.queries == len(acted)
+    again = rollout(InfraMindEnv(config), random_actor(1), seed=2)
+    assert [(a, x) for a, _, x, *_ in again] == [(a, x) for a, _, x, *_ in steps]
+
+
+def test_a_window_without_arrivals_moves_on_to_the_next_seed():
+    env = InfraMindEnv({"window_s": 1.0, "warmup_s": 5.0, "loads_rpm": [1.0]})
+    obs, _ = env.reset(seed=0)
+    assert len(obs) == 1 and env._episode >= 2

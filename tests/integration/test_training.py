@@ -1,0 +1,52 @@
+"""Smoke training end to end: RLlib PPO on the simulator, export, and the as-test bar."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+pytest.importorskip("ray.rllib", reason="training extras not installed (pip install .[train])")
+
+from inframind.policy.runtime import LearnedPolicy
+from inframind_training import train
+
+pytestmark = pytest.mark.integration
+
+
+def test_a_tiny_run_trains_exports_and_beats_a_random_policy(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    out = tmp_path / "policy.npz"
+    code = train.main(
+        [
+            "--smoke",
+            "--iterations=2",
+            "--window-s=60",
+            "--train-batch=400",
+            "--minibatch=100",
+            "--bc-episodes=4",
+            "--bc-epochs=10",
+            "--eval-duration-s=120",
+            "--eval-loads=30",
+            f"--out={out}",
+            f"--run-dir={tmp_path / 'run'}",
+            "--no-progress",
+        ]
+    )
+    assert code == 0
+    policy = LearnedPolicy(out)
+    assert policy.meta["training"]["iterations"] == 2
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert [h["iteration"] for h in history] == [1, 2]
+    assert all(0 <= h["violation_rate"] <= 1 and h["lambda"] >= 0 for h in history)
+    assert (tmp_path / "run" / "curves.png").stat().st_size > 0
+    report = json.loads((tmp_path / "run" / "eval.json").read_text())
+    assert report["learned"]["quality"] > report["random"]["quality"]
+
+
+def test_presets_and_flags_parse_into_one_dataclass():
+    args = train.parse_args(["--full", "--loads-rpm=10,100", "--lr=3e-4"])
+    assert args.mode == "full" and args.loads_rpm == (10.0, 100.0) and args.lr == 3e-4
+    assert args.out == train.DEFAULT_ARTIFACT
+    smoke = train.parse_args([])
+    assert smoke.mode == "smoke" and smoke.out != train.DEFAULT_ARTIFACT
