@@ -100,8 +100,8 @@ def run(workdir: Path, timeout: float, args: argparse.Namespace) -> None:
                 )
             kubectl("get", "modelpools", "-n", NAMESPACE)
             dep = kubectl.json("get", "deploy", "vllm-llama-8b", "-n", NAMESPACE)
-            args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
-            print("vllm-llama-8b runs: vllm serve " + " ".join(args))
+            vllm_args = dep["spec"]["template"]["spec"]["containers"][0]["args"]
+            print("vllm-llama-8b runs: vllm serve " + " ".join(vllm_args))
 
             say("No kubelet here: the demo reports the vLLM replicas ready, as a cluster would")
             for pool in MANAGED:
@@ -201,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--timeout", type=float, default=60, help="seconds to wait for each step")
     parser.add_argument("--keep", action="store_true", help="keep the work directory (logs)")
-    parser.add_argument("--requests", type=int, default=60, help="queries to send (bounded)")
-    parser.add_argument("--rate", type=float, default=1.0, help="mean arrivals per second")
+    parser.add_argument("--requests", type=int, default=90, help="queries to send (bounded)")
+    parser.add_argument("--rate", type=float, default=1.5, help="mean arrivals per second")
     parser.add_argument(
         "--control-plane-only", action="store_true", help="skip the vLLM engines and gateway"
     )

@@ -194,9 +194,11 @@ class BudgetGreedy(Policy):
         remaining = query.deadline_s - snapshot.now
         # Every extra call is load that other queries queue behind: the busier the
         # cluster, the more a plan's accuracy must pay for its calls.
-        arr = profile_arrays(snapshot.profiles)
-        busy = np.array([max(ld.running + ld.waiting, ld.inflight) for ld in snapshot.loads])
-        occupancy = float(np.mean(np.minimum(busy / arr.cap, 2.0)))
+        caps = profile_arrays(snapshot.profiles).cap
+        occupancy = sum(
+            min(max(ld.running + ld.waiting, ld.inflight) / cap, 2.0)
+            for ld, cap in zip(snapshot.loads, caps.tolist(), strict=True)
+        ) / max(1, len(caps))
         per_call = 0.002 * (1.0 + 20.0 * occupancy)
         best, best_score = self._plans[0], -np.inf
         for plan in self._plans:
@@ -207,7 +209,8 @@ class BudgetGreedy(Policy):
             fits = np.sort(acc[lat <= per_wave])[::-1]
             if len(fits) == 0:
                 continue
-            member = float(np.mean(fits[:width]))
+            top = fits[:width]
+            member = float(top.sum()) / len(top)
             score = plan_accuracy(plan, member) - per_call * plan.calls
             if score > best_score:
                 best, best_score = plan, score
