@@ -97,6 +97,11 @@ class EnvSettings:
     # of an episode.
     warmup_s: float = 0.0
     warmup_policy: str = "budget-greedy"
+    # At most this many queries of the window become agents (0: all); later arrivals
+    # are served by `warmup_policy` as background traffic, and the episode ends when
+    # the agents' queries have completed. RLlib's per-step bookkeeping is linear in
+    # the agents of an episode, so this bounds the cost of a step at any load.
+    agent_queries: int = 0
     budget: str = "loguniform:5:120"
     arrival: str = "poisson"
     benchmarks: tuple[str, ...] = tuple(b.value for b in Benchmark)
@@ -195,6 +200,8 @@ class InfraMindEnv(MultiAgentEnv):
         self.depths = DEPTHS
         self._warm: Any = None
         self._warm_ids: set[int] = set()
+        self._agent_count = 0
+        self._open_queries = 0
 
     # -- spaces ------------------------------------------------------------
 
@@ -247,8 +254,11 @@ class InfraMindEnv(MultiAgentEnv):
         self.plan_mask = np.array([i in allowed for i in range(PLANNER_ACTIONS)], dtype=np.float32)
         self.depths = tuple(d for d in DEPTHS if d.value in self.settings.depths)
         self._loop = serve(self.sim_config, SchedulerKind.EDF, "rllib")
-        self._warm = make_heuristic(self.settings.warmup_policy) if self.settings.warmup_s else None
+        uses_heuristic = self.settings.warmup_s > 0 or self.settings.agent_queries > 0
+        self._warm = make_heuristic(self.settings.warmup_policy) if uses_heuristic else None
         self._warm_ids: set[int] = set()
+        self._agent_count = 0
+        self._open_queries = 0
         self._live: dict[str, None] = {}
         self._deferred: tuple[dict, dict, dict] = ({}, {}, {})
         try:
@@ -291,8 +301,12 @@ class InfraMindEnv(MultiAgentEnv):
                 return True
             return False
         query = event.query if isinstance(event, PlanRequest) else event.step.query
-        if isinstance(event, PlanRequest) and query.arrival_s < self.settings.warmup_s:
-            self._warm_ids.add(int(query.id))
+        if isinstance(event, PlanRequest):
+            cap = self.settings.agent_queries
+            if query.arrival_s < self.settings.warmup_s or (cap and self._agent_count >= cap):
+                self._warm_ids.add(int(query.id))
+            else:
+                self._agent_count += 1
         return int(query.id) in self._warm_ids
 
     def _warm_decision(self, event: Any) -> Any:
@@ -353,6 +367,7 @@ class InfraMindEnv(MultiAgentEnv):
                     rec.correct, rec.latency_s, rec.budget_s, self.lam, self.settings.wrong_credit
                 )
                 self.stats.add(rec, r)
+                self._open_queries -= 1
                 for role in (PLANNER, EXECUTOR):
                     aid = f"{role}_{rec.id}"
                     new_rewards[aid] = r
@@ -363,7 +378,11 @@ class InfraMindEnv(MultiAgentEnv):
                         "latency_s": rec.latency_s,
                         "budget_s": rec.budget_s,
                     }
+                cap = self.settings.agent_queries
+                done = cap and self._agent_count >= cap and self._open_queries == 0
                 try:
+                    if done:  # the rest is background traffic nobody is rewarded for
+                        raise StopIteration
                     event = self._loop.send(None)
                 except StopIteration:
                     self._request = None
@@ -383,6 +402,8 @@ class InfraMindEnv(MultiAgentEnv):
                     f"query {event.query.id} exceeds the {self.max_queries} agent ids declared "
                     "for this window; lower window_s or loads_rpm"
                 )
+            if isinstance(event, PlanRequest):
+                self._open_queries += 1
             if aid in self._live:
                 # RLlib wants a reward with every observation after an agent's first; the
                 # query's reward comes only when it completes.

@@ -51,9 +51,11 @@ class Args:
     iterations: int = 6
     # Environment: one episode = a window of simulated time at one of these loads.
     loads_rpm: tuple[float, ...] = (10.0, 30.0, 50.0, 100.0, 150.0)
-    window_s: float = 90.0
+    window_s: float = 300.0
     # Heuristic-served simulated time before each window (queues settle; no agents).
     warmup_s: float = 60.0
+    # Queries per episode that are agents; later arrivals are background traffic.
+    agent_queries: int = 30
     budget: str = "loguniform:5:120"
     # Benchmarks drawn uniformly per query (repeat a name to weight it).
     benchmarks: tuple[str, ...] = ("math", "gsm-hard", "code", "mmlu-pro")
@@ -101,12 +103,13 @@ PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {},
     "full": {
         "iterations": 30,
-        "window_s": 120.0,
         "warmup_s": 180.0,
+        "agent_queries": 40,
         "train_batch": 3000,
         "minibatch": 500,
         "epochs": 6,
-        "bc_episodes": 40,
+        "dual_lr": 5.0,
+        "bc_episodes": 150,
         "bc_epochs": 60,
         "eval_duration_s": 600.0,
         "eval_seeds": (500_001, 500_002),
@@ -118,8 +121,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Retraining in a cluster: start from the current artifact, read traces, no warm start.
     "finetune": {
         "iterations": 10,
-        "window_s": 120.0,
         "warmup_s": 180.0,
+        "agent_queries": 40,
         "train_batch": 3000,
         "minibatch": 500,
         "bc_episodes": 0,
@@ -179,6 +182,7 @@ def env_config(args: Args, lam: float) -> dict[str, Any]:
         "loads_rpm": list(args.loads_rpm),
         "window_s": args.window_s,
         "warmup_s": args.warmup_s,
+        "agent_queries": args.agent_queries,
         "budget": args.budget,
         "benchmarks": list(args.benchmarks),
         "wrong_credit": args.wrong_credit,

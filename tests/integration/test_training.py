@@ -21,7 +21,9 @@ def test_a_tiny_run_trains_exports_and_beats_a_random_policy(tmp_path, monkeypat
         [
             "--smoke",
             "--iterations=2",
-            "--window-s=60",
+            "--window-s=120",
+            "--agent-queries=10",
+            "--warmup-s=30",
             "--train-batch=400",
             "--minibatch=100",
             "--bc-episodes=4",

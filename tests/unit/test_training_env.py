@@ -206,3 +206,14 @@ def test_a_window_without_arrivals_moves_on_to_the_next_seed():
     env = InfraMindEnv({"window_s": 1.0, "warmup_s": 5.0, "loads_rpm": [1.0]})
     obs, _ = env.reset(seed=0)
     assert len(obs) == 1 and env._episode >= 2
+
+
+def test_capped_agent_queries_end_the_episode_once_theirs_complete():
+    env = InfraMindEnv(
+        {"window_s": 120.0, "warmup_s": 60.0, "loads_rpm": [150.0], "agent_queries": 15}
+    )
+    steps = rollout(env, random_actor(4), seed=1)
+    qids = {int(aid.split("_", 1)[1]) for aid, *_ in steps}
+    assert len(qids) == 15 == env.stats.queries
+    ended = {aid for *_, term, _ in steps for aid, done in term.items() if done}
+    assert ended - {"__all__"} == {aid for aid, *_ in steps}
