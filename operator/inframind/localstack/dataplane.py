@@ -296,11 +296,8 @@ def run_data_plane(kubectl: Any, namespace: str, starter: EngineStarter, workdir
             async def main() -> None:
                 load = asyncio.create_task(drive_load(url, requests, rate, 7, report))
                 while not load.done():
-                    live.update(
-                        pool_table(
-                            await asyncio.to_thread(get_json, f"{url}/v1/inframind/pools"), report
-                        )
-                    )
+                    view = await asyncio.to_thread(get_json, f"{url}/v1/inframind/pools")
+                    live.update(pool_table(view, report, peaks))
                     await asyncio.sleep(1.0)
                 await load
 
