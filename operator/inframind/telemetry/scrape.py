@@ -95,12 +95,15 @@ class EngineScraper:
         self.timeout_s = timeout_s
         self.horizon_s = horizon_s
         self._history: dict[str, _History] = {}
+        self._round = 0
+        self._cache: tuple[tuple[int, int], float, dict[str, EndpointLoad]] | None = None
         self.set_endpoints(endpoints)
 
     def set_endpoints(self, endpoints: Iterable[str]) -> None:
         """Follow a new endpoint list (config reload) without losing known history."""
         wanted = list(dict.fromkeys(endpoints))
         self._history = {u: self._history.get(u) or _History(self.horizon_s) for u in wanted}
+        self._cache = None
 
     @property
     def endpoints(self) -> list[str]:
@@ -108,6 +111,7 @@ class EngineScraper:
 
     async def scrape_once(self, session: aiohttp.ClientSession) -> None:
         await asyncio.gather(*(self._scrape(session, u, h) for u, h in self._history.items()))
+        self._round += 1
 
     async def _scrape(self, session: aiohttp.ClientSession, url: str, hist: _History) -> None:
         try:
@@ -144,9 +148,16 @@ class EngineScraper:
         return hist.max_model_len if hist else None
 
     def loads(self) -> dict[str, EndpointLoad]:
+        """Per-endpoint load. Quantiles are computed once per scrape round, not per call:
+        every query and step asks for this, and the histograms only change on a scrape."""
         now = time.monotonic()
+        key = (self._round, len(self._history))
+        if self._cache is not None and self._cache[0] == key and now - self._cache[1] < 0.25:
+            return self._cache[2]
         stale_after = max(3 * self.interval_s, self.timeout_s + self.interval_s)
-        return {u: h.load(u, now, stale_after) for u, h in self._history.items()}
+        loads = {u: h.load(u, now, stale_after) for u, h in self._history.items()}
+        self._cache = (key, now, loads)
+        return loads
 
     async def run(self, session: aiohttp.ClientSession, stop: asyncio.Event) -> None:
         """Scrape until `stop` is set; each round starts `interval_s` after the last one."""
