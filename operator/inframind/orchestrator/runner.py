@@ -16,7 +16,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import aiohttp
@@ -94,7 +94,15 @@ class QueryTrace:
     steps: list[StepTrace] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        # By hand: dataclasses.asdict deep-copies every field, a third of the gateway's
+        # own time per request.
+        out = {name: getattr(self, name) for name in _QUERY_FIELDS}
+        out["steps"] = [{name: getattr(st, name) for name in _STEP_FIELDS} for st in self.steps]
+        return out
+
+
+_STEP_FIELDS = tuple(f.name for f in fields(StepTrace))
+_QUERY_FIELDS = tuple(f.name for f in fields(QueryTrace) if f.name != "steps")
 
 
 @dataclass(frozen=True, slots=True)
