@@ -238,7 +238,7 @@ def test_readyz_and_metrics_report_what_the_gateway_does(engines, gateway):
 
 
 async def test_an_engine_killed_mid_load_loses_no_request(engines, gateway, tiny_model, tmp_path):
-    from inframind.localstack.engines import EngineSpec, start_engines, stop_engines
+    from inframind.localstack.engines import EngineSpec, kill_engine, start_engines, stop_engines
 
     victim = start_engines([EngineSpec("victim", max_num_seqs=8)], tiny_model, tmp_path)[0]
     try:
@@ -265,7 +265,7 @@ async def test_an_engine_killed_mid_load_loses_no_request(engines, gateway, tiny
                     await asyncio.to_thread(engine_metric, victim, "vllm:num_requests_running") < 1
                 ):
                     await asyncio.sleep(0.2)
-            victim.process.kill()  # SIGKILL: no goodbye, sockets reset
+            kill_engine(victim)  # SIGKILL to its process group: no goodbye, sockets reset
             async with asyncio.timeout(170):  # nothing hangs
                 answers = await asyncio.gather(*calls)
     finally:

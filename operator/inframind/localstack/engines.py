@@ -8,7 +8,9 @@ others, which is the situation InfraMind exists for.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -112,8 +114,16 @@ def start_engine(
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"vllm-{spec.name}.log"
     log = log_path.open("w")
+    # Its own process group: vLLM forks an engine core and workers, and a stop (or a
+    # simulated crash) must take them all, not orphan them.
     proc = subprocess.Popen(
-        cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=log_dir
+        cmd,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        env=env,
+        cwd=log_dir,
+        start_new_session=True,
     )
     log.close()
     return Engine(spec, port, proc, log_path)
@@ -157,6 +167,16 @@ def start_engines(
     return engines
 
 
+def kill_engine(engine: Engine) -> None:
+    """SIGKILL the engine's whole process group, as when its pod dies."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(engine.process.pid, signal.SIGKILL)
+    engine.process.wait(10)
+
+
 def stop_engines(engines: Sequence[Engine]) -> None:
+    """Stop each engine by its PID (SIGTERM), then anything left in its process group."""
     for engine in engines:
         stop_process(engine.process, timeout=15)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(engine.process.pid, signal.SIGKILL)
