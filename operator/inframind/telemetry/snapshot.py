@@ -18,6 +18,7 @@ import numpy as np
 from ..api.config import PipelineConfig, PoolConfig
 from ..api.modelpool import ModelProfile
 from ..policy.types import DEPTHS, TASKS, ClusterSnapshot, PoolLoad, PoolProfile
+from .prometheus import PrometheusSource
 from .scrape import EndpointLoad, EngineScraper
 
 # Neutral priors for a pool whose ModelPool gives no profile: depth costs and
@@ -106,9 +107,15 @@ class Endpoints:
 class LiveView:
     """Builds ClusterSnapshots for one pipeline config from the scraper and endpoint state."""
 
-    def __init__(self, scraper: EngineScraper, endpoints: Endpoints) -> None:
+    def __init__(
+        self,
+        scraper: EngineScraper,
+        endpoints: Endpoints,
+        prometheus: PrometheusSource | None = None,
+    ) -> None:
         self.scraper = scraper
         self.endpoints = endpoints
+        self.prometheus = prometheus
         self.pools: list[PoolConfig] = []
         self.profiles: tuple[PoolProfile, ...] = ()
         self._live_profiles: tuple[PoolProfile, ...] = ()
@@ -120,6 +127,8 @@ class LiveView:
         self.profiles = tuple(profile_from_config(p) for p in self.pools)
         self._live_profiles = self.profiles
         self.scraper.set_endpoints(u for p in self.pools for u in p.endpoints)
+        if self.prometheus is not None:
+            self.prometheus.set_endpoints(self.scraper.endpoints)
 
     def observe(self, pool: int, latency_s: float, tokens: int, ttft_s: float | None) -> None:
         self._speed[self.pools[pool].name].observe(latency_s, tokens, ttft_s)
@@ -130,9 +139,28 @@ class LiveView:
             for p, prof in zip(self.pools, self.profiles, strict=True)
         )
 
+    # -- Prometheus fallback: a separate, optional signal ---------------------
+
+    def loads(self) -> dict[str, EndpointLoad]:
+        """The direct scrape's loads, with Prometheus's values where the scrape is stale or
+        missing. The direct scrape wins whenever it is fresh: it is read every second
+        straight from the engine, while Prometheus lags by its own scrape interval plus our
+        refresh interval. Prometheus only helps when this gateway cannot reach an engine's
+        /metrics (or it fails) but the cluster's Prometheus still can."""
+        direct = self.scraper.loads()
+        if self.prometheus is None or all(not x.stale for x in direct.values()):
+            return direct
+        backup = self.prometheus.loads()
+        merged = dict(direct)
+        for url, alt in backup.items():
+            load = direct.get(url)
+            if (load is None or load.stale) and not alt.stale:
+                merged[url] = alt
+        return merged
+
     def pick_endpoint(self, pool: int, exclude: Sequence[str] = ()) -> str | None:
         """The pool's endpoint with the least work (our in-flight + its queue), breaker closed."""
-        loads = self.scraper.loads()
+        loads = self.loads()
         best, best_key = None, None
         for url in self.pools[pool].endpoints:
             if url in exclude or not self.endpoints.usable(url):
@@ -145,7 +173,7 @@ class LiveView:
         return best
 
     def snapshot(self, now: float | None = None) -> ClusterSnapshot:
-        loads = self.scraper.loads()
+        loads = self.loads()
         return ClusterSnapshot(
             now=time.time() if now is None else now,
             profiles=self._live_profiles,
