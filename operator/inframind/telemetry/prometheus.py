@@ -96,7 +96,13 @@ def build_fields(results: dict[str, list[dict[str, Any]]]) -> dict[str, dict[str
 
 
 class PrometheusSource:
-    """Poll Prometheus every `interval_s` for the load of a set of vLLM endpoints."""
+    """Poll Prometheus every `interval_s` for the load of a set of vLLM endpoints.
+
+    `observed_at` is the (monotonic) time of the refresh that returned the series: an
+    instant query stamps results with the evaluation time, so the values themselves may
+    be up to one Prometheus scrape interval older. A refresh where any query fails counts
+    as failed as a whole, so one endpoint's numbers never mix two refreshes.
+    """
 
     def __init__(
         self,
