@@ -32,9 +32,9 @@ help:
 	@echo "make lint   - ruff, import-linter layering contracts, CRD drift check"
 
 $(STAMP): pyproject.toml
-	@command -v kubectl >/dev/null || { \
-	  echo ">> installing kubectl (Debian)"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl >/dev/null; }
+	@command -v kubectl >/dev/null && command -v prometheus >/dev/null || { \
+	  echo ">> installing kubectl and prometheus (Debian)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kubectl prometheus >/dev/null; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@echo ">> installing Python packages into $(VENV) (extras: $(EXTRAS))"
 	@$(PIP) install -q --upgrade pip 2>&1 | { grep -v -e '^WARNING: Location' || true; }

@@ -31,6 +31,7 @@ from ..policy.base import Limits
 from ..policy.runtime import load_policy
 from ..policy.types import Query
 from ..settings import Settings
+from ..telemetry.prometheus import PrometheusSource
 from ..telemetry.scrape import EngineScraper
 from ..telemetry.snapshot import Endpoints, LiveView
 from .metrics import GatewayMetrics
@@ -60,7 +61,15 @@ class Gateway:
         self.metrics = GatewayMetrics()
         self.endpoints = Endpoints()
         self.scraper = EngineScraper([], interval_s=settings.scrape_interval_seconds)
-        self.view = LiveView(self.scraper, self.endpoints)
+        # Prometheus, when configured, fills in for engines the direct scrape cannot reach.
+        self.prometheus = (
+            PrometheusSource(
+                settings.prometheus_url, interval_s=max(2.0, settings.scrape_interval_seconds)
+            )
+            if settings.prometheus_url
+            else None
+        )
+        self.view = LiveView(self.scraper, self.endpoints, prometheus=self.prometheus)
         self.config: PipelineConfig | None = None
         self.runner: Runner | None = None
         self.policy_version = "-"
@@ -87,6 +96,10 @@ class Gateway:
             asyncio.create_task(self.scraper.run(self._session, self._stop), name="scrape"),
             asyncio.create_task(self._background(), name="config-watch"),
         ]
+        if self.prometheus is not None:
+            self._tasks.append(
+                asyncio.create_task(self.prometheus.run(self._stop), name="prometheus")
+            )
 
     async def stop(self, app: web.Application) -> None:
         self._stop.set()
@@ -221,7 +234,7 @@ class Gateway:
         if self.config is None:
             return web.json_response({"pools": []})
         snap = self.view.snapshot()
-        loads = self.scraper.loads()
+        loads = self.view.loads()
         out = []
         for pool, load in zip(self.config.pools, snap.loads, strict=True):
             out.append(
