@@ -12,7 +12,7 @@ PIP := $(PY) -m pip
 # The venv is rebuilt only when the dependency list changes.
 DEPS_HASH := $(shell cat pyproject.toml | sha256sum | cut -c1-16)
 STAMP := $(VENV)/.deps-$(DEPS_HASH)
-EXTRAS ?= dev,bench
+EXTRAS ?= dev,bench,train
 # vLLM (CPU) lives in its own venv: it pins its own torch and must not drag
 # it into the project's environment. Tests and the demo find it through
 # INFRAMIND_VLLM_PYTHON.
