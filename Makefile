@@ -22,7 +22,7 @@ SERVE_STAMP := $(SERVE_VENV)/.deps-$(shell echo '$(SERVE_PKGS)' | sha256sum | cu
 export INFRAMIND_VLLM_PYTHON := $(CURDIR)/$(SERVE_VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help setup serve-setup demo test unit integration e2e lint crds crds-check bench clean
+.PHONY: help setup serve-setup demo test unit integration e2e lint crds crds-check bench train train-full clean
 
 help:
 	@echo "make demo   - run the local stack (API emulator + operator) and show what it does"
@@ -30,6 +30,7 @@ help:
 	@echo "make bench  - simulator benchmarks: every policy side by side"
 	@echo "make crds   - regenerate crds/ from the API models"
 	@echo "make lint   - ruff, import-linter layering contracts, CRD drift check"
+	@echo "make train  - smoke-train the learned policy (make train-full: the real run)"
 
 $(STAMP): pyproject.toml
 	@command -v kubectl >/dev/null && command -v prometheus >/dev/null || { \
@@ -84,6 +85,12 @@ demo: setup serve-setup
 bench: setup serve-setup
 	$(VENV)/bin/inframind bench --scenario paper
 	$(VENV)/bin/inframind bench --scenario gateway
+
+train: setup  ## smoke training (minutes): exits non-zero unless the policy beats a random one
+	PYTHONPATH=policy_training RAY_AUTH_MODE=disabled $(PY) -m inframind_training.train --smoke
+
+train-full: setup  ## the real run (< 1 h on 2 cores): replaces the committed policy artifact
+	PYTHONPATH=policy_training RAY_AUTH_MODE=disabled $(PY) -m inframind_training.train --full
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) results .pytest_cache .ruff_cache .import_linter_cache

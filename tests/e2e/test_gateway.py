@@ -185,11 +185,13 @@ async def test_saturated_pool_gets_no_new_calls(engines, gateway):
 async def test_earlier_deadlines_finish_first_on_a_contended_engine(engines, gateway):
     beta = engines["beta"]  # two sequences at a time: everything else waits in vLLM's queue
     gw = gateway(_config([pool(beta)], topologies=[Topology.SINGLE], depths=[Depth.CONCISE]))
-    flood = await _flood_direct(beta, 2, 600)
+    # Four long requests sent around the gateway (no priority field: vLLM's default 0, ahead
+    # of any deadline): two run, two wait, so whatever comes next queues behind them.
+    flood = await _flood_direct(beta, 4, 600)
     finished: dict[str, float] = {}
     try:
-        async with asyncio.timeout(30):
-            while await asyncio.to_thread(engine_metric, beta, "vllm:num_requests_running") < 2:
+        async with asyncio.timeout(90):
+            while await asyncio.to_thread(engine_metric, beta, "vllm:num_requests_waiting") < 1:
                 await asyncio.sleep(0.2)
         async with httpx.AsyncClient(base_url=gw.url, timeout=300) as client:
 
@@ -215,7 +217,9 @@ async def test_earlier_deadlines_finish_first_on_a_contended_engine(engines, gat
         for t in flood:
             t.cancel()
     order = sorted(finished, key=finished.get)
-    assert set(order[:2]) == {"tight-0", "tight-1"}, order
+    # Served first come first served, the tight ones would finish 4th and 5th. One loose
+    # request may already hold a freed slot when the tight ones arrive; no more may pass.
+    assert {"tight-0", "tight-1"} <= set(order[:3]), order
 
 
 def test_readyz_and_metrics_report_what_the_gateway_does(engines, gateway):
