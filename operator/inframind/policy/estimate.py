@@ -9,6 +9,8 @@ prior-driven estimate, not a simulator: it only has to rank choices well.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..vocab import Topology
@@ -22,9 +24,20 @@ KV_PRESSURE = 0.9
 
 
 class _ProfileArrays:
-    """The profiles' numbers as arrays, built once per profile tuple (hot path: no Python loops)."""
+    """The profiles' numbers as arrays and as plain lists, built once per profile tuple."""
 
-    __slots__ = ("acc", "cap", "replicas", "slope", "tokens", "tokens_mean", "tpot", "ttft")
+    __slots__ = (
+        "acc",
+        "acc_rows",
+        "cap",
+        "replicas",
+        "rows",
+        "slope",
+        "tokens",
+        "tokens_mean",
+        "tpot",
+        "ttft",
+    )
 
     def __init__(self, profiles: tuple[PoolProfile, ...]) -> None:
         self.ttft = np.array([p.ttft_s for p in profiles])
@@ -35,6 +48,21 @@ class _ProfileArrays:
         self.tokens = np.stack([p.output_tokens for p in profiles])  # [pool, task, depth]
         self.tokens_mean = self.tokens.mean(axis=2)  # [pool, task]
         self.acc = np.stack([p.accuracy for p in profiles])
+        # The same numbers as plain floats per pool: for a handful of pools a Python loop
+        # is several times faster than numpy's per-call overhead (this runs per decision).
+        self.rows = [
+            (
+                float(self.ttft[i]),
+                float(self.tpot[i]),
+                float(self.slope[i]),
+                float(self.replicas[i]),
+                float(self.cap[i]),
+                self.tokens[i].tolist(),
+                self.tokens_mean[i].tolist(),
+            )
+            for i in range(len(profiles))
+        ]
+        self.acc_rows = [a.tolist() for a in self.acc]  # [pool][task][depth]
 
 
 _CACHE: dict[int, tuple[tuple[PoolProfile, ...], _ProfileArrays]] = {}
@@ -51,48 +79,43 @@ def profile_arrays(profiles: tuple[PoolProfile, ...]) -> _ProfileArrays:
     return arrays
 
 
+def latency_table(snapshot: ClusterSnapshot, query: Query) -> list[list[float]]:
+    """Predicted seconds of one call of this query on each pool at each depth: [pool][depth]."""
+    rows = profile_arrays(snapshot.profiles).rows if snapshot.profiles else []
+    t = TASK_INDEX[query.task]
+    prompt_factor = 1.0 + query.prompt_tokens / 2048.0
+    out: list[list[float]] = []
+    for (ttft0, tpot0, slope, replicas, cap, tokens, tokens_mean), ld in zip(
+        rows, snapshot.loads, strict=True
+    ):
+        if not ld.available:
+            out.append([math.inf] * len(DEPTHS))
+            continue
+        # The gateway's own in-flight count is fresher than a scrape; take the larger. A
+        # pool whose signals are stale is assumed busy, so missing data never looks idle.
+        occupancy = max(ld.running + ld.waiting, float(ld.inflight))
+        if ld.stale:
+            occupancy = max(occupancy, STALE_OCCUPANCY * cap)
+        tpot = tpot0 + slope * min(occupancy, cap) / replicas
+        ttft = ttft0 * prompt_factor
+        # Requests beyond capacity wait for the batch to drain at its mean service time.
+        queueing = max(0.0, occupancy + 1 - cap) / cap * (ttft0 + tokens_mean[t] * tpot)
+        # The pool's recent per-call latency carries what the profile cannot know (engines
+        # sharing a GPU, a slower replica): when calls run slower than predicted, scale.
+        slowdown = 1.0
+        if ld.latency_s is not None:
+            typical = ttft + tokens_mean[t] * tpot + queueing
+            slowdown = min(max(ld.latency_s / typical, 1.0), 4.0)
+        pressure = 1.0 + 4.0 * max(ld.kv_usage - KV_PRESSURE, 0.0) / (1 - KV_PRESSURE)
+        out.append([((ttft + k * tpot) * slowdown + queueing) * pressure for k in tokens[t]])
+    return out
+
+
 def latency_matrix(snapshot: ClusterSnapshot, query: Query) -> np.ndarray:
-    """Predicted seconds of one call of this query on each pool at each depth: [pools, depths]."""
+    """`latency_table` as a [pools, depths] array (for the feature encoder and admission)."""
     if not snapshot.profiles:
         return np.empty((0, len(DEPTHS)))
-    arr = profile_arrays(snapshot.profiles)
-    # One array from the loads (numpy calls cost ~1 us each; this runs per decision).
-    rows = np.array(
-        [
-            (
-                ld.running + ld.waiting,
-                ld.inflight,
-                ld.kv_usage,
-                ld.stale,
-                ld.available,
-                np.nan if ld.latency_s is None else ld.latency_s,
-            )
-            for ld in snapshot.loads
-        ]
-    )
-    busy, inflight, kv, stale, available, observed = rows.T
-    # The gateway's own in-flight count is fresher than a scrape; take the larger. A pool
-    # whose signals are stale is assumed busy, so missing data never looks idle.
-    occupancy = np.maximum(busy, inflight)
-    occupancy = np.where(stale > 0, np.maximum(occupancy, STALE_OCCUPANCY * arr.cap), occupancy)
-    per_replica = np.minimum(occupancy, arr.cap) / arr.replicas
-    tpot = arr.tpot + arr.slope * per_replica
-    t = TASK_INDEX[query.task]
-    tokens = arr.tokens[:, t, :]
-    ttft = arr.ttft * (1.0 + query.prompt_tokens / 2048.0)
-    service = ttft[:, None] + tokens * tpot[:, None]
-    # Requests beyond capacity wait for the batch to drain at its mean service time.
-    mean_service = arr.ttft + arr.tokens_mean[:, t] * tpot
-    queueing = np.maximum(0.0, occupancy + 1 - arr.cap) / arr.cap * mean_service
-    # The pool's recent per-call latency carries what the profile cannot know (engines
-    # sharing a GPU, a slower replica): when calls run slower than predicted, scale.
-    typical = ttft + arr.tokens_mean[:, t] * tpot + queueing
-    ratio = np.minimum(np.maximum(observed / typical, 1.0), 4.0)
-    slowdown = np.where(np.isnan(ratio), 1.0, ratio)
-    latency = service * slowdown[:, None] + queueing[:, None]
-    pressure = 1.0 + 4.0 * np.maximum(kv - KV_PRESSURE, 0.0) / (1 - KV_PRESSURE)
-    latency = latency * pressure[:, None]
-    return np.where(available[:, None] > 0, latency, np.inf)
+    return np.array(latency_table(snapshot, query))
 
 
 # Expected accuracy gain of a topology over its members, in probability points, at

@@ -7,13 +7,14 @@ equal). Load-blind baselines read only profiles; the others read load too.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import numpy as np
 
 from ..vocab import Depth, Role, SchedulerKind, Topology
 from .base import Limits, Policy
-from .estimate import latency_matrix, plan_accuracy, profile_arrays
+from .estimate import latency_table, plan_accuracy, profile_arrays
 from .types import (
     DEPTH_INDEX,
     DEPTHS,
@@ -171,14 +172,18 @@ class LeastQueue(Policy):
         return Choice(best, self._depth(Depth.CONCISE))
 
 
+Option = tuple[float, float, int, int]
+
+
 class BudgetGreedy(Policy):
     """Infrastructure-aware greedy: the most accurate plan and steps predicted to fit the budget.
 
     The planner scores each allowed plan by its prior accuracy using the best
-    (pool, depth) whose predicted latency fits the per-wave share of the
+    (pool, depth) options whose predicted latency fits the per-wave share of the
     remaining budget; the executor picks, per step, the most accurate choice
     that fits, spreading parallel slots over pools, and the fastest when none
-    fits. `safety` keeps slack for prediction error.
+    fits. `safety` keeps slack for prediction error. Plain Python over the few
+    (pool, depth) options: on this hot path numpy's per-call cost dominates.
     """
 
     name = "budget-greedy"
@@ -186,54 +191,61 @@ class BudgetGreedy(Policy):
 
     def __init__(self, limits: Limits | None = None) -> None:
         super().__init__(limits)
-        self._depth_ok = np.array([d in self._depths for d in DEPTHS])[None, :]
+        self._depth_idx = [DEPTH_INDEX[d] for d in DEPTHS if d in self._depths]
+        # (plan, waves, width of the first wave, calls), computed once.
+        self._shapes = [(p, len(p.waves), len(p.waves[0]), p.calls) for p in self._plans]
+
+    def _options(
+        self, snapshot: ClusterSnapshot, query: Query
+    ) -> list[tuple[float, float, int, int]]:
+        """(accuracy, predicted latency, pool, depth index) of every allowed choice."""
+        lat = latency_table(snapshot, query)
+        t = TASK_INDEX[query.task]
+        return [
+            (float(prof.accuracy[t, j]), lat[i][j], i, j)
+            for i, prof in enumerate(snapshot.profiles)
+            for j in self._depth_idx
+        ]
 
     def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
-        lat = latency_matrix(snapshot, query)
-        acc = self._accuracy(snapshot, query)
+        options = self._options(snapshot, query)
         remaining = query.deadline_s - snapshot.now
         # Every extra call is load that other queries queue behind: the busier the
         # cluster, the more a plan's accuracy must pay for its calls.
-        caps = profile_arrays(snapshot.profiles).cap
+        caps = profile_arrays(snapshot.profiles).rows
         occupancy = sum(
-            min(max(ld.running + ld.waiting, ld.inflight) / cap, 2.0)
-            for ld, cap in zip(snapshot.loads, caps.tolist(), strict=True)
+            min(max(ld.running + ld.waiting, ld.inflight) / row[4], 2.0)
+            for ld, row in zip(snapshot.loads, caps, strict=True)
         ) / max(1, len(caps))
         per_call = 0.002 * (1.0 + 20.0 * occupancy)
-        best, best_score = self._plans[0], -np.inf
-        for plan in self._plans:
-            per_wave = self.safety * remaining / len(plan.waves)
-            width = len(plan.waves[0])
+        best, best_score = self._plans[0], -math.inf
+        for plan, waves, width, calls in self._shapes:
+            per_wave = self.safety * remaining / waves
             # Parallel steps of a wave land on different pools; a wide wave is as good
             # as the average of the `width` best options that fit.
-            fits = np.sort(acc[lat <= per_wave])[::-1]
-            if len(fits) == 0:
+            fits = sorted((a for a, lat, _, _ in options if lat <= per_wave), reverse=True)
+            if not fits:
                 continue
             top = fits[:width]
-            member = float(top.sum()) / len(top)
-            score = plan_accuracy(plan, member) - per_call * plan.calls
+            score = plan_accuracy(plan, sum(top) / len(top)) - per_call * calls
             if score > best_score:
                 best, best_score = plan, score
         return best
 
     def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice:
-        lat = latency_matrix(snapshot, step.query)
-        acc = self._accuracy(snapshot, step.query)
+        options = self._options(snapshot, step.query)
         share = self.safety * step.remaining_s / max(1, step.waves_left)
-        fits = lat <= share
+        fits = [o for o in options if o[1] <= share]
         if step.slot > 0 and step.used_pools:
             # Spread a parallel wave: prefer pools this query is not already using.
-            fresh = fits.copy()
-            fresh[list(set(step.used_pools))] = False
-            if fresh.any():
-                fits = fresh
-        score = np.where(fits, acc - 0.001 * lat, -np.inf) if fits.any() else -lat
-        i, j = np.unravel_index(int(np.argmax(score)), score.shape)
-        return Choice(int(i), DEPTHS[j])
-
-    def _accuracy(self, snapshot: ClusterSnapshot, query: Query) -> np.ndarray:
-        acc = profile_arrays(snapshot.profiles).acc[:, TASK_INDEX[query.task], :]
-        return np.where(self._depth_ok, acc, -np.inf)
+            used = set(step.used_pools)
+            fresh = [o for o in fits if o[2] not in used]
+            fits = fresh or fits
+        if fits:
+            _, _, i, j = max(fits, key=lambda o: (o[0] - 1e-3 * o[1], -o[2], -o[3]))
+        else:
+            _, _, i, j = min(options, key=lambda o: (o[1], o[2], o[3]))
+        return Choice(i, DEPTHS[j])
 
 
 HEURISTICS: dict[str, type[Policy]] = {
