@@ -186,13 +186,15 @@ class LiveView:
         inflight = sum(self.endpoints.inflight.get(u, 0) for u in pool.endpoints)
         if not usable:
             return PoolLoad(inflight=inflight, stale=True, available=False)
-        latencies = [x.latency_p50_s for x in fresh if x.latency_p50_s is not None]
+        # No `latency_s`: the engines' end-to-end p50 mixes 30-token and 1,000-token calls
+        # and queueing, so a pool that just served long calls would look slow for 15 s and
+        # lose traffic to a saturated one (the e2e test caught exactly that). This view
+        # learns each pool's speed per token from its own calls instead (see observe()).
         return PoolLoad(
             waiting=sum(x.waiting or 0.0 for x in fresh),
             running=sum(x.running or 0.0 for x in fresh),
             kv_usage=max((x.kv_usage or 0.0 for x in fresh), default=0.0),
             inflight=inflight,
-            latency_s=float(np.mean(latencies)) if latencies else None,
             stale=len(fresh) < len(usable),
             available=True,
         )
