@@ -24,45 +24,30 @@ KV_PRESSURE = 0.9
 
 
 class _ProfileArrays:
-    """The profiles' numbers as arrays and as plain lists, built once per profile tuple."""
+    """The profiles' numbers, built once per profile tuple: arrays for the vectorised
+    baselines, plain per-pool rows for the estimate (for a handful of pools a Python loop
+    is several times faster than numpy's per-call overhead; this runs per decision)."""
 
-    __slots__ = (
-        "acc",
-        "acc_rows",
-        "cap",
-        "replicas",
-        "rows",
-        "slope",
-        "tokens",
-        "tokens_mean",
-        "tpot",
-        "ttft",
-    )
+    __slots__ = ("acc", "acc_rows", "rows", "tokens")
 
     def __init__(self, profiles: tuple[PoolProfile, ...]) -> None:
-        self.ttft = np.array([p.ttft_s for p in profiles])
-        self.tpot = np.array([p.tpot_s for p in profiles])
-        self.slope = np.array([p.tpot_slope_s for p in profiles])
-        self.replicas = np.array([max(1, p.replicas) for p in profiles], dtype=float)
-        self.cap = np.array([p.max_running for p in profiles], dtype=float) * self.replicas
         self.tokens = np.stack([p.output_tokens for p in profiles])  # [pool, task, depth]
-        self.tokens_mean = self.tokens.mean(axis=2)  # [pool, task]
         self.acc = np.stack([p.accuracy for p in profiles])
-        # The same numbers as plain floats per pool: for a handful of pools a Python loop
-        # is several times faster than numpy's per-call overhead (this runs per decision).
-        self.rows = [
-            (
-                float(self.ttft[i]),
-                float(self.tpot[i]),
-                float(self.slope[i]),
-                float(self.replicas[i]),
-                float(self.cap[i]),
-                self.tokens[i].tolist(),
-                self.tokens_mean[i].tolist(),
-            )
-            for i in range(len(profiles))
-        ]
         self.acc_rows = [a.tolist() for a in self.acc]  # [pool][task][depth]
+        self.rows = []
+        for p, tokens in zip(profiles, self.tokens, strict=True):
+            replicas = float(max(1, p.replicas))
+            self.rows.append(
+                (
+                    float(p.ttft_s),
+                    float(p.tpot_s),
+                    float(p.tpot_slope_s),
+                    replicas,
+                    float(p.max_running) * replicas,  # capacity in sequences
+                    tokens.tolist(),
+                    tokens.mean(axis=1).tolist(),
+                )
+            )
 
 
 _CACHE: dict[int, tuple[tuple[PoolProfile, ...], _ProfileArrays]] = {}
@@ -93,7 +78,7 @@ def latency_table(snapshot: ClusterSnapshot, query: Query) -> list[list[float]]:
             continue
         # The gateway's own in-flight count is fresher than a scrape; take the larger. A
         # pool whose signals are stale is assumed busy, so missing data never looks idle.
-        occupancy = max(ld.running + ld.waiting, float(ld.inflight))
+        occupancy = ld.occupancy
         if ld.stale:
             occupancy = max(occupancy, STALE_OCCUPANCY * cap)
         tpot = tpot0 + slope * min(occupancy, cap) / replicas

@@ -85,7 +85,7 @@ def _base(snapshot: ClusterSnapshot, query: Query, now: float) -> np.ndarray:
         t = TASK_INDEX[query.task]
         for i, (prof, load) in enumerate(zip(snapshot.profiles, snapshot.loads, strict=True)):
             cap = float(prof.max_running * max(1, prof.replicas))
-            busy = max(load.running + load.waiting, float(load.inflight))
+            busy = load.occupancy
             row = pools[i]
             row[0] = 1.0 if load.available else 0.0
             row[1] = 1.0 if load.stale else 0.0

@@ -165,7 +165,7 @@ class LeastQueue(Policy):
             prof, load = snapshot.profiles[i], snapshot.loads[i]
             if not load.available:
                 return np.inf
-            busy = max(load.running + load.waiting, float(load.inflight))
+            busy = load.occupancy
             return busy / (prof.max_running * prof.replicas) + (0.5 if load.stale else 0.0)
 
         best = min(range(len(snapshot.profiles)), key=lambda i: (occupancy(i), i))
@@ -214,8 +214,7 @@ class BudgetGreedy(Policy):
         # cluster, the more a plan's accuracy must pay for its calls.
         caps = profile_arrays(snapshot.profiles).rows
         occupancy = sum(
-            min(max(ld.running + ld.waiting, ld.inflight) / row[4], 2.0)
-            for ld, row in zip(snapshot.loads, caps, strict=True)
+            min(ld.occupancy / row[4], 2.0) for ld, row in zip(snapshot.loads, caps, strict=True)
         ) / max(1, len(caps))
         per_call = 0.002 * (1.0 + 20.0 * occupancy)
         best, best_score = self._plans[0], -math.inf

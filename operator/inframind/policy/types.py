@@ -69,6 +69,12 @@ class PoolLoad:
     stale: bool = False
     available: bool = True
 
+    @property
+    def occupancy(self) -> float:
+        """Sequences on the pool: the scrape's running + waiting, or this gateway's own
+        in-flight count when that is larger (it is fresher than any scrape)."""
+        return max(self.running + self.waiting, float(self.inflight))
+
 
 @dataclass(frozen=True, slots=True)
 class ClusterSnapshot:
