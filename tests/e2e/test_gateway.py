@@ -130,7 +130,6 @@ def test_config_changes_are_picked_up_without_restart(engines, gateway):
 
 async def _flood_direct(engine, n: int, tokens: int) -> list[asyncio.Task]:
     """Occupy an engine with long fixed-length requests sent around the gateway."""
-    client = httpx.AsyncClient(timeout=300)
     body = {
         "model": engine.spec.name,
         "messages": [{"role": "user", "content": "fill the cache " * 40}],
@@ -138,10 +137,12 @@ async def _flood_direct(engine, n: int, tokens: int) -> list[asyncio.Task]:
         "min_tokens": tokens,
         "ignore_eos": True,
     }
-    return [
-        asyncio.create_task(client.post(f"{engine.url}/v1/chat/completions", json=body))
-        for _ in range(n)
-    ]
+
+    async def one() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=300) as client:
+            return await client.post(f"{engine.url}/v1/chat/completions", json=body)
+
+    return [asyncio.create_task(one()) for _ in range(n)]
 
 
 async def test_saturated_pool_gets_no_new_calls(engines, gateway):
@@ -188,44 +189,86 @@ async def test_saturated_pool_gets_no_new_calls(engines, gateway):
     assert pools.count("pool-alpha") >= 9
 
 
-async def test_earlier_deadlines_finish_first_on_a_contended_engine(engines, gateway):
+async def _engine_gauge(engine, name: str) -> float:
+    return await asyncio.to_thread(engine_metric, engine, name)
+
+
+async def _until(condition, what: str, timeout_s: float = 60) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not await condition():
+                await asyncio.sleep(0.2)
+    except TimeoutError:
+        pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f} s")
+
+
+async def test_earlier_deadlines_are_served_first_on_a_contended_engine(engines, gateway):
     beta = engines["beta"]  # two sequences at a time: everything else waits in vLLM's queue
     gw = gateway(_config([pool(beta)], topologies=[Topology.SINGLE], depths=[Depth.CONCISE]))
-    # Four long requests sent around the gateway (no priority field: vLLM's default 0, ahead
-    # of any deadline): two run, two wait, so whatever comes next queues behind them.
-    flood = await _flood_direct(beta, 4, 600)
-    finished: dict[str, float] = {}
+    # Requests sent around the gateway (no priority field: vLLM's default 0, ahead of any
+    # deadline) keep beta's two slots busy until the test's requests are all queued. A
+    # fixed-size flood was not enough: on a loaded 2-core machine vLLM's API server can take
+    # seconds to admit a request, and the flood sometimes drained first.
+    outstanding: list[asyncio.Task] = []
+    keep_busy = asyncio.Event()
+    keep_busy.set()
+
+    async def keeper() -> None:
+        while keep_busy.is_set():
+            outstanding[:] = [t for t in outstanding if not t.done()]
+            if len(outstanding) < 4:  # two running, two waiting
+                outstanding.extend(await _flood_direct(beta, 1, 600))
+            await asyncio.sleep(0.1)
+
+    async def queued_by_gateway(n: int) -> bool:
+        waiting = await _engine_gauge(beta, "vllm:num_requests_waiting")
+        flood_waiting = max(sum(not t.done() for t in outstanding) - 2, 0)
+        return waiting - flood_waiting >= n
+
+    async def flood_running() -> bool:
+        return await _engine_gauge(beta, "vllm:num_requests_running") >= 2
+
+    first_token: dict[str, float] = {}
+
+    async def ask(client: httpx.AsyncClient, label: str, budget: float) -> None:
+        body = {
+            "model": "demo",
+            "messages": [{"role": "user", "content": label}],
+            "stream": True,
+            "inframind": {"budget_s": budget, "sheddable": False},
+        }
+        async with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            assert r.status_code == 200, await r.aread()
+            async for line in r.aiter_lines():
+                if not line.startswith("data: {"):
+                    continue
+                chunk = json.loads(line[6:])
+                assert "error" not in chunk, chunk
+                choice = chunk["choices"][0]
+                # When the engine started it: its first token (or, for an empty answer, the end).
+                if choice["delta"].get("content") or choice["finish_reason"]:
+                    first_token.setdefault(label, time.monotonic())
+
+    keeping = asyncio.create_task(keeper())
     try:
-        async with asyncio.timeout(90):
-            while await asyncio.to_thread(engine_metric, beta, "vllm:num_requests_waiting") < 1:
-                await asyncio.sleep(0.2)
+        await _until(flood_running, "the flood to occupy beta")
         async with httpx.AsyncClient(base_url=gw.url, timeout=300) as client:
-
-            async def ask(label: str, budget: float, delay: float) -> None:
-                await asyncio.sleep(delay)
-                r = await client.post(
-                    "/v1/chat/completions",
-                    json={
-                        "model": "demo",
-                        "messages": [{"role": "user", "content": label}],
-                        "inframind": {"budget_s": budget, "sheddable": False},
-                    },
-                )
-                assert r.status_code == 200, r.text
-                finished[label] = time.monotonic()
-
-            # Loose deadlines arrive first; tight ones after them must overtake in vLLM's queue.
-            await asyncio.gather(
-                *(ask(f"loose-{i}", 500, 0.0) for i in range(3)),
-                *(ask(f"tight-{i}", 120, 0.5) for i in range(2)),
-            )
+            # Loose deadlines queue first; tight ones join the queue behind them.
+            asked = [asyncio.create_task(ask(client, f"loose-{i}", 500)) for i in range(3)]
+            await _until(lambda: queued_by_gateway(3), "the loose requests to queue")
+            asked += [asyncio.create_task(ask(client, f"tight-{i}", 120)) for i in range(2)]
+            await _until(lambda: queued_by_gateway(5), "the tight requests to queue")
+            keep_busy.clear()
+            await asyncio.gather(*asked)
     finally:
-        for t in flood:
+        keep_busy.clear()
+        keeping.cancel()
+        for t in outstanding:
             t.cancel()
-    order = sorted(finished, key=finished.get)
-    # Served first come first served, the tight ones would finish 4th and 5th. One loose
-    # request may already hold a freed slot when the tight ones arrive; no more may pass.
-    assert {"tight-0", "tight-1"} <= set(order[:3]), order
+    order = sorted(first_token, key=first_token.get)
+    # First come first served would start the loose ones first; by deadline, the two tight
+    # ones take the first two slots the flood frees, and the loose ones wait for them.
+    assert set(order[:2]) == {"tight-0", "tight-1"}, order
 
 
 def test_readyz_and_metrics_report_what_the_gateway_does(engines, gateway):

@@ -3,16 +3,21 @@ admission control, and the live view's pessimism about missing signals."""
 
 from __future__ import annotations
 
+import asyncio
+
 import numpy as np
 import pytest
+from aiohttp import ClientSession, web
 
 from inframind.api.config import PipelineConfig, PoolConfig
 from inframind.orchestrator.runner import combine, fit_context, infer_task
 from inframind.orchestrator.scheduler import admit
-from inframind.policy.types import ClusterSnapshot, PoolLoad, PoolProfile, Query
+from inframind.policy.heuristics import BudgetGreedy
+from inframind.policy.plans import build_plan
+from inframind.policy.types import ClusterSnapshot, PoolLoad, PoolProfile, Query, StepContext
 from inframind.telemetry.scrape import EngineScraper
 from inframind.telemetry.snapshot import Endpoints, LiveView, profile_from_config
-from inframind.vocab import TaskFamily
+from inframind.vocab import TaskFamily, Topology
 
 pytestmark = pytest.mark.unit
 
@@ -96,3 +101,63 @@ def test_unscraped_pools_are_stale_and_a_broken_endpoint_leaves_routing():
     assert view.pick_endpoint(0) is None and view.pick_endpoint(1) == "http://127.0.0.1:2"
     endpoints.succeeded("http://127.0.0.1:1")
     assert view.snapshot().loads[0].available
+
+
+async def test_an_engine_too_busy_to_answer_metrics_keeps_its_last_load():
+    """A saturated CPU engine can take longer than the scrape timeout to serve /metrics: its
+    last values stay (flagged stale), so it does not suddenly look less busy than a pool
+    that answers."""
+    hang = asyncio.Event()
+
+    def metrics(waiting: int, running: int, kv: float) -> str:
+        return (
+            f'vllm:num_requests_waiting{{model_name="m"}} {waiting}\n'
+            f'vllm:num_requests_running{{model_name="m"}} {running}\n'
+            f'vllm:kv_cache_usage_perc{{model_name="m"}} {kv}\n'
+        )
+
+    async def busy(_: web.Request) -> web.Response:
+        if hang.is_set():
+            await asyncio.sleep(2)
+        return web.Response(text=metrics(40, 8, 0.98))
+
+    async def answering(_: web.Request) -> web.Response:
+        return web.Response(text=metrics(0, 28, 0.5))
+
+    runners, urls = [], []
+    for handler in (busy, answering):
+        app = web.Application()
+        app.router.add_get("/metrics", handler)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        urls.append(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")
+    try:
+        scraper = EngineScraper(urls, interval_s=0.1, timeout_s=0.2)
+        async with ClientSession() as session:
+            await scraper.scrape_once(session)
+            hang.set()
+            await asyncio.sleep(0.4)  # past the staleness horizon
+            await scraper.scrape_once(session)  # the busy engine times out
+        view = LiveView(scraper, Endpoints(open_for_s=60))
+        view.configure(
+            PipelineConfig(
+                pipeline="p",
+                pools=[
+                    PoolConfig(name=n, model="m", served_model_name="m", endpoints=[u])
+                    for n, u in zip(("busy", "answering"), urls, strict=True)
+                ],
+            )
+        )
+        snap = view.snapshot()
+        assert snap.loads[0].stale and not snap.loads[1].stale
+        assert snap.loads[0].waiting == 40  # last known, not forgotten
+        query = Query(1, TaskFamily.KNOWLEDGE, budget_s=60.0, arrival_s=snap.now)
+        plan = build_plan(Topology.SINGLE)
+        step = StepContext(query, plan, 0, 0, plan.waves[0][0], snap.now)
+        assert BudgetGreedy().choose(snap, step).pool == 1
+    finally:
+        for runner in runners:
+            await runner.cleanup()

@@ -166,7 +166,7 @@ class LiveView:
             if url in exclude or not self.endpoints.usable(url):
                 continue
             scraped = loads.get(url)
-            queued = (scraped.waiting or 0.0) if scraped and not scraped.stale else 0.0
+            queued = (scraped.waiting or 0.0) if scraped else 0.0  # last known, even if stale
             key = (self.endpoints.inflight.get(url, 0) + queued, url)
             if best_key is None or key < best_key:
                 best, best_key = url, key
@@ -182,7 +182,12 @@ class LiveView:
 
     def _pool_load(self, pool: PoolConfig, loads: dict[str, EndpointLoad]) -> PoolLoad:
         usable = [u for u in pool.endpoints if self.endpoints.usable(u)]
-        fresh = [loads[u] for u in usable if u in loads and not loads[u].stale]
+        # A stale endpoint keeps its last observed values (flagged): an engine too busy to
+        # answer /metrics in time is far likelier still busy than idle, and the estimate
+        # treats a stale pool as at least STALE_OCCUPANCY busy on top. Dropping its last
+        # values made a saturated engine look three-quarters busy (the e2e test caught it).
+        seen = [loads[u] for u in usable if u in loads and loads[u].observed_at is not None]
+        fresh = sum(1 for x in seen if not x.stale)
         inflight = sum(self.endpoints.inflight.get(u, 0) for u in pool.endpoints)
         if not usable:
             return PoolLoad(inflight=inflight, stale=True, available=False)
@@ -191,11 +196,11 @@ class LiveView:
         # lose traffic to a saturated one (the e2e test caught exactly that). This view
         # learns each pool's speed per token from its own calls instead (see observe()).
         return PoolLoad(
-            waiting=sum(x.waiting or 0.0 for x in fresh),
-            running=sum(x.running or 0.0 for x in fresh),
-            kv_usage=max((x.kv_usage or 0.0 for x in fresh), default=0.0),
+            waiting=sum(x.waiting or 0.0 for x in seen),
+            running=sum(x.running or 0.0 for x in seen),
+            kv_usage=max((x.kv_usage or 0.0 for x in seen), default=0.0),
             inflight=inflight,
-            stale=len(fresh) < len(usable),
+            stale=fresh < len(usable),
             available=True,
         )
 
