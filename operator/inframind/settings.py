@@ -25,6 +25,11 @@ class Settings(BaseSettings):
         default=15.0, gt=0, description="Operator metrics loop period (Prometheus pull)"
     )
     prometheus_url: str | None = Field(default=None, description="Prometheus base URL, if any")
+    prometheus_timeout_seconds: float = Field(default=5.0, gt=0)
+    operator_metrics_port: int | None = Field(
+        default=8082, description="Port of the operator's own /metrics; None disables it"
+    )
+    operator_metrics_host: str = Field(default="0.0.0.0", description="Bind address of /metrics")
     vllm_image: str = "vllm/vllm-openai:v0.11.0"
     vllm_port: int = 8000
     gateway_image: str = "ghcr.io/inframind/inframind:0.1.0"

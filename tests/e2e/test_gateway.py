@@ -15,7 +15,7 @@ import pytest
 from inframind.api.config import PipelineConfig
 from inframind.api.pipeline import Budget, PolicySource
 from inframind.vocab import Depth, Topology
-from support.dataplane import engine_metric, get_json, pool
+from support.dataplane import engine_metric, flood_engine, get_json, pool
 
 pytestmark = pytest.mark.e2e
 
@@ -128,23 +128,6 @@ def test_config_changes_are_picked_up_without_restart(engines, gateway):
     )
 
 
-async def _flood_direct(engine, n: int, tokens: int) -> list[asyncio.Task]:
-    """Occupy an engine with long fixed-length requests sent around the gateway."""
-    body = {
-        "model": engine.spec.name,
-        "messages": [{"role": "user", "content": "fill the cache " * 40}],
-        "max_tokens": tokens,
-        "min_tokens": tokens,
-        "ignore_eos": True,
-    }
-
-    async def one() -> httpx.Response:
-        async with httpx.AsyncClient(timeout=300) as client:
-            return await client.post(f"{engine.url}/v1/chat/completions", json=body)
-
-    return [asyncio.create_task(one()) for _ in range(n)]
-
-
 async def test_saturated_pool_gets_no_new_calls(engines, gateway):
     small, alpha = engines["small"], engines["alpha"]
     gw = gateway(
@@ -157,7 +140,7 @@ async def test_saturated_pool_gets_no_new_calls(engines, gateway):
     )
     # Many calls of the gateway's own shape: vLLM lets short requests past long ones that do
     # not fit its KV cache, so only a queue of same-shape requests delays new calls too.
-    flood = await _flood_direct(small, 48, 256)
+    flood = await flood_engine(small, 48, 256)
     try:
         # The small engine's KV cache fills and requests queue behind it.
         async with asyncio.timeout(60):
@@ -193,7 +176,7 @@ async def _engine_gauge(engine, name: str) -> float:
     return await asyncio.to_thread(engine_metric, engine, name)
 
 
-async def _until(condition, what: str, timeout_s: float = 60) -> None:
+async def _until(condition, what: str, timeout_s: float = 120) -> None:
     try:
         async with asyncio.timeout(timeout_s):
             while not await condition():
@@ -217,7 +200,7 @@ async def test_earlier_deadlines_are_served_first_on_a_contended_engine(engines,
         while keep_busy.is_set():
             outstanding[:] = [t for t in outstanding if not t.done()]
             if len(outstanding) < 4:  # two running, two waiting
-                outstanding.extend(await _flood_direct(beta, 1, 600))
+                outstanding.extend(await flood_engine(beta, 1, 600))
             await asyncio.sleep(0.1)
 
     async def queued_by_gateway(n: int) -> bool:

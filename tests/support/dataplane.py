@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from inframind.api.config import PipelineConfig, PoolConfig
 from inframind.localstack.engines import Engine
@@ -58,3 +61,20 @@ class GatewayProc:
         if not self.trace_log.exists():
             return []
         return [json.loads(line) for line in self.trace_log.read_text().splitlines() if line]
+
+
+async def flood_engine(engine: Engine, n: int, tokens: int) -> list[asyncio.Task]:
+    """Occupy an engine with long fixed-length requests sent around the gateway."""
+    body = {
+        "model": engine.spec.name,
+        "messages": [{"role": "user", "content": "fill the cache " * 40}],
+        "max_tokens": tokens,
+        "min_tokens": tokens,
+        "ignore_eos": True,
+    }
+
+    async def one() -> httpx.Response:
+        async with httpx.AsyncClient(timeout=300) as client:
+            return await client.post(f"{engine.url}/v1/chat/completions", json=body)
+
+    return [asyncio.create_task(one()) for _ in range(n)]

@@ -17,6 +17,16 @@ from .modelpool import ModelProfile
 from .pipeline import Budget, PolicySource
 
 
+class EndpointRoute(CamelModel):
+    """The operator's routing advice for one endpoint, from the cluster's Prometheus."""
+
+    # Relative share of new calls among the pool's eligible endpoints.
+    weight: float = Field(default=1.0, gt=0, le=1)
+    # False takes the endpoint out of routing while another endpoint of the pool is eligible.
+    eligible: bool = True
+    reason: str | None = None
+
+
 class PoolConfig(CamelModel):
     name: str
     model: str
@@ -24,6 +34,27 @@ class PoolConfig(CamelModel):
     endpoints: list[str] = Field(default_factory=list)
     priority_scheduling_enabled: bool = True
     profile: ModelProfile = Field(default_factory=ModelProfile)
+    # Per endpoint URL; endpoints not listed get weight 1 and stay eligible.
+    routes: dict[str, EndpointRoute] = Field(default_factory=dict)
+
+
+class AdmissionClass(CamelModel):
+    """Queries whose budget is at most `max_budget_seconds` (and above the previous class's)
+    form a priority class; sheddable ones are refused with 429 once the cluster's occupancy
+    (requests per batch slot, over all pools) exceeds `max_occupancy`."""
+
+    name: str
+    max_budget_seconds: float | None = Field(default=None, gt=0, description="None: no limit")
+    max_occupancy: float | None = Field(default=None, gt=0, description="None: never shed")
+
+
+class Routing(CamelModel):
+    """What the operator's metrics loop last decided for this pipeline's gateways."""
+
+    source: Literal["prometheus", "none"] = "none"
+    # True when Prometheus was unreachable: gateways then trust only their direct scrape.
+    stale: bool = True
+    admission: list[AdmissionClass] = Field(default_factory=list)
 
 
 class PipelineConfig(CamelModel):
@@ -41,3 +72,4 @@ class PipelineConfig(CamelModel):
     scheduler: SchedulerKind = SchedulerKind.EDF
     policy: PolicySource = Field(default_factory=PolicySource)
     auth: bool = False
+    routing: Routing = Field(default_factory=Routing)

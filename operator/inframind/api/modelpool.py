@@ -197,6 +197,15 @@ class ModelPoolSpec(CamelModel):
         return "managed" if self.managed is not None else "external"
 
 
+class EndpointLoadStatus(CamelModel):
+    """One endpoint's share of the pool's load (external pools list several)."""
+
+    url: str
+    waiting: float | None = None
+    running: float | None = None
+    kv_usage_percent: float | None = None
+
+
 class PoolLoadStatus(CamelModel):
     """Latest load of the pool, as last observed (Prometheus or direct scrape)."""
 
@@ -207,9 +216,11 @@ class PoolLoadStatus(CamelModel):
     latency_p50_seconds: float | None = None
     latency_p95_seconds: float | None = None
     ttft_p50_seconds: float | None = None
+    gpu_memory_used_mib: float | None = None
     source: Literal["prometheus", "scrape", "none"] | None = None
     stale: bool | None = None
     observed_at: str | None = None
+    endpoints: list[EndpointLoadStatus] | None = None
 
 
 class ModelPoolStatus(CamelModel):

@@ -188,3 +188,34 @@ async def delete_object(kind: str, namespace: str, name: str) -> bool:
     if result is not None:
         log.info("deleted %s %s/%s", kind, namespace, name)
     return result is not None
+
+
+# --- Prometheus -------------------------------------------------------------------
+
+
+class PrometheusUnavailable(RuntimeError):
+    """Prometheus did not answer, or answered with an error, for a query of the loop."""
+
+
+def _prometheus_queries(url: str, queries: Mapping[str, str], timeout_s: float) -> dict:
+    from prometheus_api_client import PrometheusConnect
+    from urllib3.util.retry import Retry
+
+    # No retries: the loop runs again next period, and urllib3's back-off would hold the
+    # worker thread for seconds on every outage.
+    prom = PrometheusConnect(url, retry=Retry(total=0), timeout=timeout_s)
+    return {key: prom.custom_query(promql) for key, promql in queries.items()}
+
+
+async def fetch_prometheus(
+    url: str, queries: Mapping[str, str], timeout_s: float = 5.0
+) -> dict[str, list[Obj]]:
+    """Run a batch of instant PromQL queries; any failure fails the batch as a whole, so
+    one loop's values never mix two moments."""
+    try:
+        return await asyncio.to_thread(_prometheus_queries, url, queries, timeout_s)
+    except Exception as exc:  # connection, HTTP status, bad JSON: all mean "unusable now"
+        log.debug("Prometheus %s failed: %s", url, exc)
+        # The exception text repeats the whole query URL; status messages need the gist.
+        reason = str(exc).split(" url:", 1)[0][:160]
+        raise PrometheusUnavailable(f"Prometheus {url}: {type(exc).__name__}: {reason}") from exc

@@ -7,15 +7,23 @@ objects. Handlers call these; these call `reconcile` (pure) and `adapters` (I/O)
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from ..api import AgentPipelineSpec, ModelPoolSpec
+from ..api.common import now_rfc3339
 from ..settings import Settings
 from . import adapters
+from .loads import SeriesLoad, build_load_queries, build_load_status, build_series, build_stale_load
+from .metrics import METRICS
 from .reconcile import (
+    LOAD_CONDITION,
     SpecProblem,
+    build_condition,
     build_gateway_configmap,
     build_gateway_deployment,
     build_gateway_service,
@@ -135,3 +143,127 @@ async def pool_deployment_changed(deployment: Mapping[str, Any], settings: Setti
     pool = await adapters.fetch_custom(MODELPOOLS, meta.get("namespace") or "default", pool_name)
     if pool is not None and not pool["metadata"].get("deletionTimestamp"):
         await reconcile_model_pool(pool, settings)
+
+
+# --- metrics loop ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClusterLoad:
+    """One pull of the cluster's load from Prometheus (or why it failed)."""
+
+    series: list[SeriesLoad] | None
+    error: str | None
+    fetched_at: float  # monotonic
+    observed_at: str  # RFC 3339, for status
+
+
+class LoadCache:
+    """One Prometheus pull per period shared by every pipeline's timer, so the queries
+    issued stay constant in the number of pipelines as well as pools and pods."""
+
+    def __init__(self) -> None:
+        self._lock = asyncio.Lock()
+        self._last: ClusterLoad | None = None
+
+    async def get(self, settings: Settings) -> ClusterLoad:
+        async with self._lock:
+            last = self._last
+            if last is not None and time.monotonic() - last.fetched_at < (
+                settings.metrics_period_seconds / 2
+            ):
+                return last
+            queries = build_load_queries()
+            started = time.monotonic()
+            try:
+                results = await adapters.fetch_prometheus(
+                    settings.prometheus_url or "", queries, settings.prometheus_timeout_seconds
+                )
+                fresh = ClusterLoad(build_series(results), None, started, now_rfc3339())
+                if last is not None and last.error:
+                    log.info("Prometheus answers again")
+            except adapters.PrometheusUnavailable as exc:
+                if last is None or not last.error:
+                    log.warning("%s; pool loads keep their last values, marked stale", exc)
+                fresh = ClusterLoad(None, str(exc), started, now_rfc3339())
+            METRICS.promql_queries.inc(len(queries))
+            METRICS.loop_seconds.observe(time.monotonic() - started)
+            self._last = fresh
+            return fresh
+
+
+LOADS = LoadCache()
+
+
+def _load_condition(pool: Mapping[str, Any], load: ClusterLoad, found: bool) -> Obj:
+    status = pool.get("status") or {}
+    generation = pool["metadata"].get("generation")
+    previous = status.get("conditions")
+    if load.error:
+        return build_condition(
+            LOAD_CONDITION,
+            False,
+            "PrometheusUnreachable",
+            f"{load.error}; last values kept and marked stale, gateways use their direct scrape",
+            generation,
+            previous,
+        )
+    if not found:
+        return build_condition(
+            LOAD_CONDITION,
+            False,
+            "NoSeries",
+            "Prometheus has no vLLM series for this pool: check that it scrapes the pool's "
+            "pods (label inframind.io/pool) or endpoints",
+            generation,
+            previous,
+        )
+    return build_condition(
+        LOAD_CONDITION, True, "Observed", "load read from Prometheus", generation, previous
+    )
+
+
+async def observe_pool_load(pool: Mapping[str, Any], load: ClusterLoad) -> Obj:
+    """Write one pool's load and LoadObserved condition to its status (when they changed)."""
+    name, namespace, _ = _ids(pool)
+    status = pool.get("status") or {}
+    fresh = build_load_status(pool, load.series, load.observed_at) if load.series else None
+    new_load = fresh if fresh is not None else build_stale_load(status.get("load"))
+    condition = _load_condition(pool, load, fresh is not None)
+    conditions = [c for c in status.get("conditions") or [] if c.get("type") != LOAD_CONDITION]
+    patch = {"load": new_load, "conditions": [*conditions, condition]}
+    if status.get("load") != new_load or condition_changed(status.get("conditions"), condition):
+        await adapters.patch_custom_status(MODELPOOLS, namespace, name, patch)
+    if condition_changed(status.get("conditions"), condition):
+        ok = condition["status"] == "True"
+        await adapters.post_event(
+            pool, "Normal" if ok else "Warning", condition["reason"], condition["message"]
+        )
+    labels = (namespace, name)
+    for gauge, key, scale in (
+        (METRICS.pool_waiting, "waiting", 1.0),
+        (METRICS.pool_running, "running", 1.0),
+        (METRICS.pool_kv_usage, "kvUsagePercent", 0.01),
+        (METRICS.pool_gpu_util, "gpuUtilPercent", 1.0),
+    ):
+        if new_load.get(key) is not None:
+            gauge.labels(*labels).set(new_load[key] * scale)
+    METRICS.pool_stale.labels(*labels).set(1.0 if new_load.get("stale") else 0.0)
+    METRICS.pool_ready.labels(*labels).set(1.0 if status.get("endpoints") else 0.0)
+    return {**status, **patch}
+
+
+async def observe_pipeline_load(body: Mapping[str, Any], settings: Settings) -> None:
+    """The metrics loop of one AgentPipeline: its pools' load into their status, then the
+    pipeline reconciled, so its gateways' ConfigMap carries the routing that load implies."""
+    if not settings.prometheus_url:
+        return
+    _, namespace, _ = _ids(body)
+    spec = validate_spec(AgentPipelineSpec, body.get("spec"))
+    if isinstance(spec, SpecProblem):
+        return
+    selected, _ = select_pools(spec, await adapters.list_custom(MODELPOOLS, namespace))
+    load = await LOADS.get(settings)
+    for pool in selected:
+        await observe_pool_load(pool, load)
+    await reconcile_pipeline(body, settings)

@@ -10,6 +10,7 @@ import kopf
 from ..api import GROUP, VERSION
 from ..settings import get_settings
 from . import adapters, flows
+from .metrics import METRICS
 
 SETTINGS = get_settings()
 POOLS = (GROUP, VERSION, "modelpools")
@@ -42,6 +43,8 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = 30  # kopf's own Events: warnings and errors only
     settings.watching.server_timeout = 300
     settings.persistence.finalizer = "inframind.io/finalizer"
+    if SETTINGS.operator_metrics_port is not None:
+        METRICS.serve(SETTINGS.operator_metrics_port, SETTINGS.operator_metrics_host)
 
 
 @kopf.on.resume(*POOLS)
@@ -77,3 +80,12 @@ async def pipeline_changed(body: kopf.Body, **_: Any) -> None:
 @kopf.timer(*PIPELINES, interval=SETTINGS.resync_seconds, initial_delay=SETTINGS.resync_seconds)
 async def pipeline_resync(body: kopf.Body, **_: Any) -> None:
     await _retrying(flows.reconcile_pipeline(_plain(body), SETTINGS))
+
+
+@kopf.timer(
+    *PIPELINES,
+    interval=SETTINGS.metrics_period_seconds,
+    initial_delay=min(5.0, SETTINGS.metrics_period_seconds),
+)
+async def pipeline_metrics(body: kopf.Body, **_: Any) -> None:
+    await _retrying(flows.observe_pipeline_load(_plain(body), SETTINGS))

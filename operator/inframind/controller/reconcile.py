@@ -19,6 +19,7 @@ from ..api import API_VERSION, AgentPipelineSpec, ModelPoolSpec
 from ..api.common import now_rfc3339
 from ..api.config import PipelineConfig, PoolConfig
 from ..settings import Settings
+from .loads import build_routes, build_routing
 
 MANAGED_BY = "inframind"
 HASH_ANNOTATION = "inframind.io/desired-hash"
@@ -368,6 +369,7 @@ def build_modelpool_status(
         status["conditions"] = [
             cond("Ready", True, "EndpointsConfigured", f"{len(endpoints)} external endpoint(s)"),
             cond("Degraded", False, "EndpointsConfigured", ""),
+            *_loop_conditions(prev_conditions),
         ]
         return status
 
@@ -407,8 +409,17 @@ def build_modelpool_status(
     status["phase"] = phase
     # Only a pool with a ready replica publishes endpoints: the gateway routes to them.
     status["endpoints"] = endpoints if ready > 0 else []
-    status["conditions"] = [ready_cond, degraded]
+    status["conditions"] = [ready_cond, degraded, *_loop_conditions(prev_conditions)]
     return status
+
+
+LOAD_CONDITION = "LoadObserved"
+
+
+def _loop_conditions(previous: Sequence[Mapping[str, Any]] | None) -> list[Obj]:
+    """Conditions the metrics loop owns: a spec reconcile keeps them as they are (else the
+    two writers would flap the list, and each flap would post an Event)."""
+    return [dict(c) for c in previous or () if c.get("type") == LOAD_CONDITION]
 
 
 # --- AgentPipeline --------------------------------------------------------------
@@ -460,22 +471,26 @@ def build_pipeline_config(
     pipeline: str, namespace: str, spec: AgentPipelineSpec, pools: Sequence[Mapping[str, Any]]
 ) -> Obj:
     """The resolved configuration the gateway runs (api.config.PipelineConfig, as a dict)."""
-    resolved = []
+    resolved, statuses = [], []
     for pool in pools:
         name = pool["metadata"]["name"]
         parsed = validate_spec(ModelPoolSpec, pool.get("spec"))
         if isinstance(parsed, SpecProblem):
             continue  # the pool reports its own problem; route around it
+        endpoints = list((pool.get("status") or {}).get("endpoints") or [])
+        routes = build_routes(pool.get("status"))
         resolved.append(
             PoolConfig(
                 name=name,
                 model=parsed.model,
                 served_model_name=served_name(name, parsed),
-                endpoints=list((pool.get("status") or {}).get("endpoints") or []),
+                endpoints=endpoints,
                 priority_scheduling_enabled=parsed.priority_scheduling_enabled,
                 profile=parsed.profile,
+                routes={u: r for u, r in routes.items() if u in endpoints},
             )
         )
+        statuses.append(pool.get("status"))
     config = PipelineConfig(
         pipeline=pipeline,
         namespace=namespace,
@@ -488,6 +503,7 @@ def build_pipeline_config(
         scheduler=spec.scheduler,
         policy=spec.policy,
         auth=spec.gateway.auth_secret_ref is not None,
+        routing=build_routing(statuses),
     )
     return config.model_dump(mode="json", by_alias=True, exclude_none=True)
 

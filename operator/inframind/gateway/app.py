@@ -293,11 +293,10 @@ class Gateway:
             req.sheddable,
             self.queries_inflight,
             self.settings.gateway_max_inflight,
+            () if config.routing.stale else config.routing.admission,
         )
         if not verdict.admitted:
-            self.metrics.shed.labels(
-                config.pipeline, "budget" if verdict.predicted_s else "full"
-            ).inc()
+            self.metrics.shed.labels(config.pipeline, verdict.cause).inc()
             self.metrics.requests.labels(config.pipeline, "429").inc()
             resp = _error(429, verdict.reason, "shed", retry_after_s=verdict.retry_after_s)
             resp.headers["Retry-After"] = str(verdict.retry_after_s)

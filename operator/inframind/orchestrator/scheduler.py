@@ -9,10 +9,12 @@ overload. Priority itself (EDF) is `policy.types.priority_for`.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..api.config import AdmissionClass
 from ..policy.estimate import latency_matrix
 from ..policy.types import ClusterSnapshot, Query
 
@@ -23,6 +25,23 @@ class Admission:
     reason: str = ""
     retry_after_s: int = 0
     predicted_s: float = 0.0
+    # Why a query was shed, for metrics: "full", "budget", "unreachable" or "class".
+    cause: str = ""
+
+
+def admission_class(classes: Sequence[AdmissionClass], budget_s: float) -> AdmissionClass | None:
+    """The tightest class whose budget limit this query's budget fits under."""
+    for cls in classes:
+        if cls.max_budget_seconds is None or budget_s <= cls.max_budget_seconds:
+            return cls
+    return None
+
+
+def cluster_occupancy(snapshot: ClusterSnapshot) -> float:
+    """Requests (running, waiting, or in flight from here) per batch slot, over all pools."""
+    slots = sum(p.max_running * p.replicas for p in snapshot.profiles)
+    busy = sum(ld.occupancy for ld in snapshot.loads if ld.available)
+    return busy / slots if slots else 0.0
 
 
 def admit(
@@ -31,8 +50,11 @@ def admit(
     sheddable: bool,
     inflight: int,
     max_inflight: int,
+    classes: Sequence[AdmissionClass] = (),
 ) -> Admission:
-    """Admit unless sheddable and either the gateway is full or no pool can answer in time."""
+    """Admit unless sheddable and the gateway is full, no pool can answer in time, or the
+    cluster is busier than the query's priority class allows (thresholds the operator
+    sets from Prometheus: under KV pressure, loose budgets are shed first)."""
     lat = latency_matrix(snapshot, query)
     fastest = float(np.min(lat)) if lat.size else math.inf
     if not sheddable:
@@ -43,9 +65,23 @@ def admit(
             f"the gateway has {inflight} queries in flight (limit {max_inflight})",
             retry_after_s=2,
             predicted_s=fastest,
+            cause="full",
         )
     if not math.isfinite(fastest):
-        return Admission(False, "no model pool is reachable", retry_after_s=5)
+        return Admission(False, "no model pool is reachable", retry_after_s=5, cause="unreachable")
+    cls = admission_class(classes, query.budget_s)
+    if cls is not None and cls.max_occupancy is not None:
+        occupancy = cluster_occupancy(snapshot)
+        if occupancy > cls.max_occupancy:
+            return Admission(
+                False,
+                f"the model pools hold {occupancy:.1f} requests per batch slot, above the "
+                f"{cls.max_occupancy:g} allowed for the {cls.name!r} class (budget "
+                f"{query.budget_s:g} s); retry later",
+                retry_after_s=5,
+                predicted_s=fastest,
+                cause="class",
+            )
     remaining = query.deadline_s - snapshot.now
     if fastest > remaining:
         wait = min(60, max(1, math.ceil(fastest - remaining)))
@@ -55,5 +91,6 @@ def admit(
             f"{remaining:.1f} s budget; retry later or send a larger budget",
             retry_after_s=wait,
             predicted_s=fastest,
+            cause="budget",
         )
     return Admission(True, predicted_s=fastest)

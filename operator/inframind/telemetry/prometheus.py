@@ -22,12 +22,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
-from urllib.parse import urlsplit
 
 from prometheus_api_client import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from .scrape import EndpointLoad
+from .urls import instance_of
 
 log = logging.getLogger(__name__)
 
@@ -40,14 +40,6 @@ _INSTANT = {
     "kv_cache_usage_perc": "kv_usage",
     "num_preemptions_total": "preemptions",
 }
-
-
-def instance_of(url: str) -> str:
-    """The `instance` label Prometheus gives a target at this URL: host:port."""
-    parts = urlsplit(url if "//" in url else f"http://{url}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    host = parts.hostname or ""
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def build_queries(window: str = "1m") -> dict[str, str]:

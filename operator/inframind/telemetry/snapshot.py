@@ -117,12 +117,15 @@ class LiveView:
         self.endpoints = endpoints
         self.prometheus = prometheus
         self.pools: list[PoolConfig] = []
+        self.routing_fresh = False
         self.profiles: tuple[PoolProfile, ...] = ()
         self._live_profiles: tuple[PoolProfile, ...] = ()
         self._speed: dict[str, _Speed] = {}
 
     def configure(self, config: PipelineConfig) -> None:
         self.pools = list(config.pools)
+        # The operator's per-endpoint advice counts only while its Prometheus view is fresh.
+        self.routing_fresh = not config.routing.stale
         self._speed = {p.name: self._speed.get(p.name, _Speed()) for p in self.pools}
         self.profiles = tuple(profile_from_config(p) for p in self.pools)
         self._live_profiles = self.profiles
@@ -159,15 +162,23 @@ class LiveView:
         return merged
 
     def pick_endpoint(self, pool: int, exclude: Sequence[str] = ()) -> str | None:
-        """The pool's endpoint with the least work (our in-flight + its queue), breaker closed."""
+        """The pool's endpoint with the least work (our in-flight + its queue) per unit of
+        the operator's weight, breaker closed; endpoints the operator took out of routing
+        only when no other is left."""
         loads = self.loads()
+        config = self.pools[pool]
+        routes = config.routes if self.routing_fresh else {}
         best, best_key = None, None
-        for url in self.pools[pool].endpoints:
+        for url in config.endpoints:
             if url in exclude or not self.endpoints.usable(url):
                 continue
             scraped = loads.get(url)
             queued = (scraped.waiting or 0.0) if scraped else 0.0  # last known, even if stale
-            key = (self.endpoints.inflight.get(url, 0) + queued, url)
+            route = routes.get(url)
+            work = (self.endpoints.inflight.get(url, 0) + queued + 1) / (
+                route.weight if route else 1.0
+            )
+            key = (route is not None and not route.eligible, work, url)
             if best_key is None or key < best_key:
                 best, best_key = url, key
         return best

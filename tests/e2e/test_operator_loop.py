@@ -1,0 +1,176 @@
+"""The operator's metrics loop against a real Prometheus scraping real vLLM CPU engines.
+
+The operator (its own process, against the API emulator) reads its pools' load from
+Prometheus, writes it to ModelPool status, and pushes the routing it implies into the
+gateways' ConfigMap. Loading an engine shows up in both; stopping Prometheus leaves the
+last values in place, flagged stale, with a condition and an Event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import config
+
+from inframind.localstack import run_emulator
+from inframind.localstack.engines import free_port
+from inframind.localstack.processes import start_operator, stop_process
+from inframind.telemetry.urls import instance_of
+from support.controlplane import ControlPlane
+from support.dataplane import flood_engine
+from support.prometheus import start_prometheus, stop_prometheus, wait_for_series
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[2]
+PERIOD_S = 2
+
+
+@pytest.fixture
+def observed(engines, tmp_path: Path) -> Iterator[tuple[ControlPlane, object, int]]:
+    prom = start_prometheus(
+        [instance_of(engines[n].url) for n in ("alpha", "small")], tmp_path / "prometheus"
+    )
+    kubeconfig, log = tmp_path / "kubeconfig", tmp_path / "operator.log"
+    metrics_port = free_port()
+    try:
+        with run_emulator(port=0, crds=[ROOT / "crds"], kubeconfig_path=kubeconfig):
+            operator = start_operator(
+                kubeconfig,
+                env={
+                    "INFRAMIND_PROMETHEUS_URL": prom.url,
+                    "INFRAMIND_METRICS_PERIOD_SECONDS": str(PERIOD_S),
+                    "INFRAMIND_PROMETHEUS_TIMEOUT_SECONDS": "2",
+                    "INFRAMIND_OPERATOR_METRICS_PORT": str(metrics_port),
+                    "INFRAMIND_OPERATOR_METRICS_HOST": "127.0.0.1",
+                },
+                log=log,
+            )
+            api = config.new_client_from_config(config_file=str(kubeconfig))
+            try:
+                yield ControlPlane(kubeconfig, operator, log, api), prom, metrics_port
+            finally:
+                api.close()
+                stop_process(operator)
+    finally:
+        stop_prometheus(prom)
+
+
+def _apply(cp: ControlPlane, engines) -> None:
+    docs = [
+        {
+            "apiVersion": "inframind.io/v1alpha1",
+            "kind": "ModelPool",
+            "metadata": {"name": f"pool-{n}", "namespace": "default"},
+            "spec": {"model": "tiny", "servedModelName": n, "endpoints": [engines[n].url]},
+        }
+        for n in ("alpha", "small")
+    ]
+    docs.append(
+        {
+            "apiVersion": "inframind.io/v1alpha1",
+            "kind": "AgentPipeline",
+            "metadata": {"name": "demo", "namespace": "default"},
+            "spec": {"pools": ["pool-alpha", "pool-small"], "topologies": ["single"]},
+        }
+    )
+    cp.kubectl("apply", "--validate=false", "-f", "-", stdin=yaml.safe_dump_all(docs))
+
+
+def _load(cp: ControlPlane, pool: str) -> dict:
+    return ((cp.custom("modelpools", "default", pool) or {}).get("status") or {}).get("load") or {}
+
+
+def _condition(cp: ControlPlane, pool: str) -> dict:
+    status = (cp.custom("modelpools", "default", pool) or {}).get("status") or {}
+    return next((c for c in status.get("conditions") or [] if c["type"] == "LoadObserved"), {})
+
+
+def _routing(cp: ControlPlane) -> dict:
+    cm = cp.read("ConfigMap", "default", "inframind-gw-demo") or {}
+    data = (cm.get("data") or {}).get("pipeline.json")
+    return json.loads(data) if data else {}
+
+
+def _operator_metric(port: int, name: str, **labels: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def test_pool_status_and_gateway_routing_follow_engine_load(engines, observed):
+    cp, prom, metrics_port = observed
+    small = engines["small"]
+    wait_for_series(prom, '{__name__=~"vllm[:_]num_requests_running"}')
+    _apply(cp, engines)
+    cp.wait(lambda: _load(cp, "pool-small").get("source") == "prometheus", "load in pool status")
+    assert _condition(cp, "pool-small")["status"] == "True"
+    calm = cp.wait(lambda: _routing(cp).get("routing", {}).get("source") == "prometheus" and
+                   _routing(cp), "routing in the gateway ConfigMap")  # fmt: skip
+    assert calm["routing"]["stale"] is False
+    calm_batch = next(c for c in calm["routing"]["admission"] if c["name"] == "batch")
+
+    flood = await flood_engine(small, 48, 256)
+    try:
+        busy = await asyncio.to_thread(
+            cp.wait,
+            lambda: (
+                (ld := _load(cp, "pool-small")).get("waiting", 0) > 0
+                and (ld.get("kvUsagePercent") or 0) > 90
+                and ld
+            ),
+            "the loaded engine's queue and KV usage in pool status",
+            60,
+        )
+        assert busy["stale"] is False and busy["running"] > 0
+        assert _load(cp, "pool-alpha").get("waiting") == 0
+        # The gateways are told: loose budgets are shed earlier, and the saturated
+        # endpoint's weight drops.
+        pressed = await asyncio.to_thread(
+            cp.wait,
+            lambda: (
+                (r := _routing(cp))
+                and next(c for c in r["routing"]["admission"] if c["name"] == "batch")[
+                    "maxOccupancy"
+                ]
+                < calm_batch["maxOccupancy"]
+                and r
+            ),
+            "tighter admission in the gateway ConfigMap",
+            30,
+        )
+        small_pool = next(p for p in pressed["pools"] if p["name"] == "pool-small")
+        assert small_pool["routes"][small.url]["weight"] < 1
+        assert _operator_metric(metrics_port, "inframind_pool_waiting", pool="pool-small") > 0
+    finally:
+        for t in flood:
+            t.cancel()
+
+    # Queries per loop do not grow with pools: three per pull, pulls shared by pipelines.
+    before = _operator_metric(metrics_port, "inframind_operator_promql_queries_total")
+    assert before > 0 and before % 3 == 0
+
+    # Prometheus goes away: last values stay, flagged stale, with a condition and an Event.
+    stop_prometheus(prom)
+    cond = cp.wait(
+        lambda: (c := _condition(cp, "pool-small")).get("reason") == "PrometheusUnreachable" and c,
+        "the LoadObserved condition to report the outage",
+        30,
+    )
+    assert cond["status"] == "False"
+    stale = _load(cp, "pool-small")
+    assert stale["stale"] is True and stale.get("running") is not None
+    cp.wait(lambda: _routing(cp)["routing"]["stale"] is True, "stale routing for the gateways")
+    reasons = [e.get("reason") for e in cp.events("default", "pool-small")]
+    assert "PrometheusUnreachable" in reasons
+    assert _operator_metric(metrics_port, "inframind_pool_metrics_stale", pool="pool-small") == 1
+    assert cp.operator.poll() is None  # no crash
