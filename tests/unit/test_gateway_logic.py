@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from aiohttp import ClientSession, web
 
-from inframind.api.config import PipelineConfig, PoolConfig
+from inframind.api.config import EndpointRoute, PipelineConfig, PoolConfig, Routing
 from inframind.orchestrator.runner import combine, fit_context, infer_task
 from inframind.orchestrator.scheduler import admit
 from inframind.policy.heuristics import BudgetGreedy
@@ -161,3 +161,21 @@ async def test_an_engine_too_busy_to_answer_metrics_keeps_its_last_load():
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+def test_the_operators_routing_advice_counts_only_while_fresh():
+    a, b = "http://127.0.0.1:1", "http://127.0.0.1:2"
+    pool = PoolConfig(
+        name="p",
+        model="m",
+        served_model_name="m",
+        endpoints=[a, b],
+        routes={a: EndpointRoute(weight=0.1, eligible=False, reason="KV cache full")},
+    )
+    view = LiveView(EngineScraper([]), Endpoints(open_for_s=60))
+    view.configure(PipelineConfig(pipeline="p", pools=[pool], routing=Routing(stale=False)))
+    view.endpoints.inflight[b] = 5  # busier by our own count, but eligible
+    assert view.pick_endpoint(0) == b
+    assert view.pick_endpoint(0, exclude=[b]) == a  # out of routing, not out of reach
+    view.configure(PipelineConfig(pipeline="p", pools=[pool], routing=Routing(stale=True)))
+    assert view.pick_endpoint(0) == a  # stale advice is ignored: least work wins
