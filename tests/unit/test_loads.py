@@ -90,6 +90,9 @@ def test_series_join_to_pools_by_pod_label_or_endpoint_instance():
     assert external is not None and external["running"] == 1
     assert external["endpoints"][0]["url"] == "http://gpu-box:8000"
     assert build_load_status(_pool("c"), series, "t") is None  # nothing scraped for it
+    # A failed scrape drops the gauges at once while histogram rates linger: not fresh load.
+    only_latency = build_series({"latency": _results()["latency"]})
+    assert build_load_status(_pool("a"), only_latency, "t") is None
 
 
 def test_stale_load_keeps_the_last_values():

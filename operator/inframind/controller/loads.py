@@ -149,7 +149,9 @@ def build_load_status(
 ) -> dict[str, Any] | None:
     """ModelPool `status.load` from fresh Prometheus data; None when no series matched."""
     mine = pool_series(pool, series)
-    if not mine:
+    # Histogram rates outlive a failed scrape by their window, gauges do not: a pool with
+    # latency series but no current gauges has no fresh load (its last values stay, stale).
+    if not any("waiting" in s.values or "running" in s.values for _, s in mine):
         return None
 
     def total(key: str) -> float | None:
