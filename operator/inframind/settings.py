@@ -6,7 +6,7 @@ import json
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -48,6 +48,10 @@ class Settings(BaseSettings):
         default=32_000, ge=1, description="Longest prompt accepted (characters), else 413"
     )
     gateway_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    gateway_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token clients must send on /v1/* (from a Secret); none = open",
+    )
     config_poll_seconds: float = Field(
         default=1.0, gt=0, description="How often the gateway re-reads its pipeline config file"
     )

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import json
 import logging
 import time
@@ -417,8 +418,45 @@ class Gateway:
         return resp
 
 
+def _auth_middleware(gateway: Gateway):
+    """Bearer-token check on the API routes. Probes and /metrics stay open (the kubelet and
+    Prometheus call them). A pipeline that asks for auth while no token reached this process
+    is refused, closed rather than open, with a reason an operator can act on."""
+    token = gateway.settings.gateway_token
+    expected = f"Bearer {token.get_secret_value()}".encode() if token is not None else None
+
+    @web.middleware
+    async def check(request: web.Request, handler):
+        if not request.path.startswith("/v1/"):
+            return await handler(request)
+        if expected is None:
+            if gateway.config is not None and gateway.config.auth:
+                return _error(
+                    503,
+                    "this pipeline requires a bearer token but the gateway has none: set "
+                    "INFRAMIND_GATEWAY_TOKEN (the operator maps spec.gateway.authSecretRef)",
+                    "auth_not_configured",
+                )
+            return await handler(request)
+        sent = request.headers.get("Authorization", "").encode()
+        if not hmac.compare_digest(sent, expected):
+            resp = _error(
+                401,
+                "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
+                "unauthorized",
+            )
+            resp.headers["WWW-Authenticate"] = 'Bearer realm="inframind"'
+            return resp
+        return await handler(request)
+
+    return check
+
+
 def create_app(gateway: Gateway) -> web.Application:
-    app = web.Application(client_max_size=gateway.settings.gateway_max_body_bytes)
+    app = web.Application(
+        client_max_size=gateway.settings.gateway_max_body_bytes,
+        middlewares=[_auth_middleware(gateway)],
+    )
     app.on_startup.append(gateway.start)
     app.on_cleanup.append(gateway.stop)
     app.router.add_post("/v1/chat/completions", gateway.chat)
