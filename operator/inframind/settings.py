@@ -27,7 +27,7 @@ class Settings(BaseSettings):
     prometheus_url: str | None = Field(default=None, description="Prometheus base URL, if any")
     prometheus_timeout_seconds: float = Field(default=5.0, gt=0)
     operator_metrics_port: int | None = Field(
-        default=8082, description="Port of the operator's own /metrics; None disables it"
+        default=8082, ge=0, description="Port of the operator's own /metrics; 0 or empty: off"
     )
     operator_metrics_host: str = Field(default="0.0.0.0", description="Bind address of /metrics")
     vllm_image: str = "vllm/vllm-openai:v0.11.0"
@@ -55,6 +55,11 @@ class Settings(BaseSettings):
     config_poll_seconds: float = Field(
         default=1.0, gt=0, description="How often the gateway re-reads its pipeline config file"
     )
+
+    @field_validator("operator_metrics_port", mode="before")
+    @classmethod
+    def _empty_port_is_off(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("namespaces", mode="before")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -43,8 +44,16 @@ async def startup(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.posting.level = 30  # kopf's own Events: warnings and errors only
     settings.watching.server_timeout = 300
     settings.persistence.finalizer = "inframind.io/finalizer"
-    if SETTINGS.operator_metrics_port is not None:
-        METRICS.serve(SETTINGS.operator_metrics_port, SETTINGS.operator_metrics_host)
+    if SETTINGS.operator_metrics_port:
+        try:
+            METRICS.serve(SETTINGS.operator_metrics_port, SETTINGS.operator_metrics_host)
+        except OSError as exc:  # a taken port costs the metrics, not the reconciling
+            logging.getLogger(__name__).warning(
+                "operator /metrics not served on %s:%s: %s",
+                SETTINGS.operator_metrics_host,
+                SETTINGS.operator_metrics_port,
+                exc,
+            )
 
 
 @kopf.on.resume(*POOLS)

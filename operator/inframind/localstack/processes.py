@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -48,6 +49,13 @@ def wait_for(probe: Callable[[], T | None], timeout: float, what: str, interval:
         time.sleep(interval)
 
 
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def start_operator(
     kubeconfig: str | os.PathLike[str],
     namespaces: Iterable[str] = (),
@@ -58,7 +66,13 @@ def start_operator(
     cmd = [sys.executable, "-m", "inframind.cli", "operator", "--kubeconfig", str(kubeconfig)]
     for ns in namespaces:
         cmd += ["--namespace", ns]
-    full_env = {**os.environ, "KUBECONFIG": str(kubeconfig), **(env or {})}
+    # Its own /metrics on a free loopback port unless the caller chose one (two local
+    # operators must not fight over the in-cluster default 0.0.0.0:8082).
+    local = {
+        "INFRAMIND_OPERATOR_METRICS_HOST": "127.0.0.1",
+        "INFRAMIND_OPERATOR_METRICS_PORT": str(free_port()),
+    }
+    full_env = {**os.environ, **local, "KUBECONFIG": str(kubeconfig), **(env or {})}
     out: IO[str] | int = subprocess.DEVNULL
     if isinstance(log, Path):
         out = log.open("a")
