@@ -20,7 +20,7 @@ from kubernetes import config
 
 from inframind.localstack import run_emulator
 from inframind.localstack.engines import free_port
-from inframind.localstack.processes import start_operator, stop_process, wait_for
+from inframind.localstack.processes import start_gateway, start_operator, stop_process, wait_for
 from inframind.telemetry.urls import instance_of
 from support.controlplane import ControlPlane
 from support.dataplane import flood_engine
@@ -33,12 +33,17 @@ PERIOD_S = 2
 
 
 @pytest.fixture
-def observed(engines, tmp_path: Path) -> Iterator[tuple[ControlPlane, object, int]]:
+def observed(engines, tmp_path: Path) -> Iterator[tuple[ControlPlane, object, int, int]]:
+    # Prometheus scrapes the engines, the operator's /metrics and (once started) a gateway.
+    # Every 2 s with a 2 s timeout: a flooded CPU engine can take over a second to answer.
+    metrics_port, gateway_port = free_port(), free_port()
     prom = start_prometheus(
-        [instance_of(engines[n].url) for n in ("alpha", "small")], tmp_path / "prometheus"
+        [instance_of(engines[n].url) for n in ("alpha", "small")]
+        + [f"127.0.0.1:{metrics_port}", f"127.0.0.1:{gateway_port}"],
+        tmp_path / "prometheus",
+        interval_s=2.0,
     )
     kubeconfig, log = tmp_path / "kubeconfig", tmp_path / "operator.log"
-    metrics_port = free_port()
     try:
         with run_emulator(port=0, crds=[ROOT / "crds"], kubeconfig_path=kubeconfig):
             operator = start_operator(
@@ -54,7 +59,7 @@ def observed(engines, tmp_path: Path) -> Iterator[tuple[ControlPlane, object, in
             )
             api = config.new_client_from_config(config_file=str(kubeconfig))
             try:
-                yield ControlPlane(kubeconfig, operator, log, api), prom, metrics_port
+                yield ControlPlane(kubeconfig, operator, log, api), prom, metrics_port, gateway_port
             finally:
                 api.close()
                 stop_process(operator)
@@ -107,8 +112,26 @@ def _operator_metric(port: int, name: str, **labels: str) -> float:
     return total
 
 
-async def test_pool_status_and_gateway_routing_follow_engine_load(engines, observed):
-    cp, prom, metrics_port = observed
+def _serve_configmap(cp: ControlPlane, port: int, workdir: Path):
+    """A gateway on the operator's ConfigMap, written to a file as the kubelet mounts it."""
+    path = workdir / "pipeline.json"
+    path.write_text(json.dumps(_routing(cp)))
+    gateway = start_gateway(path, port, workdir / "gateway.log")
+    url = f"http://127.0.0.1:{port}"
+    wait_for(lambda: urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200, 60, "gw")
+    body = {"model": "demo", "messages": [{"role": "user", "content": "2+2?"}]}
+    req = urllib.request.Request(
+        f"{url}/v1/chat/completions",
+        json.dumps(body).encode(),
+        {"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(req, timeout=120) as resp:
+        assert resp.status == 200
+    return gateway
+
+
+async def test_pool_status_and_gateway_routing_follow_engine_load(engines, observed, tmp_path):
+    cp, prom, metrics_port, gateway_port = observed
     small = engines["small"]
     wait_for_series(prom, '{__name__=~"vllm[:_]num_requests_running"}')
     _apply(cp, engines)
@@ -118,6 +141,13 @@ async def test_pool_status_and_gateway_routing_follow_engine_load(engines, obser
                    _routing(cp), "routing in the gateway ConfigMap")  # fmt: skip
     assert calm["routing"]["stale"] is False
     calm_batch = next(c for c in calm["routing"]["admission"] if c["name"] == "batch")
+    gateway = await asyncio.to_thread(_serve_configmap, cp, gateway_port, tmp_path)
+    try:
+        # The same Prometheus holds the gateway's and the operator's own series.
+        wait_for_series(prom, "inframind_requests_total", timeout=30)
+        wait_for_series(prom, 'inframind_pool_metrics_stale{pool="pool-small"}', timeout=30)
+    finally:
+        stop_process(gateway)
 
     flood = await flood_engine(small, 48, 256)
     try:

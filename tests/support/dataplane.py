@@ -31,8 +31,11 @@ def get_json(url: str, timeout: float = 5.0) -> Any:
 
 
 def engine_metric(engine: Engine, name: str) -> float:
-    """One gauge/counter value from an engine's /metrics (summed over label sets)."""
-    with urllib.request.urlopen(f"{engine.url}/metrics", timeout=5) as resp:
+    """One gauge/counter value from an engine's /metrics (summed over label sets).
+
+    Patient on purpose: a CPU engine busy with a flood on two shared cores can take
+    several seconds to answer, and a test that polls it should wait, not fail."""
+    with urllib.request.urlopen(f"{engine.url}/metrics", timeout=30) as resp:
         text = resp.read().decode()
     total = 0.0
     for line in text.splitlines():
