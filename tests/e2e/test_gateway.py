@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 import urllib.error
@@ -128,6 +129,19 @@ def test_config_changes_are_picked_up_without_restart(engines, gateway):
     )
 
 
+async def _engine_gauge(engine, name: str) -> float:
+    return await asyncio.to_thread(engine_metric, engine, name)
+
+
+async def _until(condition, what: str, timeout_s: float = 120) -> None:
+    try:
+        async with asyncio.timeout(timeout_s):
+            while not await condition():
+                await asyncio.sleep(0.5)
+    except TimeoutError:
+        pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f} s")
+
+
 async def test_saturated_pool_gets_no_new_calls(engines, gateway):
     small, alpha = engines["small"], engines["alpha"]
     gw = gateway(
@@ -140,14 +154,16 @@ async def test_saturated_pool_gets_no_new_calls(engines, gateway):
     )
     # Many calls of the gateway's own shape: vLLM lets short requests past long ones that do
     # not fit its KV cache, so only a queue of same-shape requests delays new calls too.
-    flood = await flood_engine(small, 48, 256)
+    flood = await flood_engine(small, 96, 256)  # outlasts the checks below on a fast machine
     try:
-        # The small engine's KV cache fills and requests queue behind it.
-        async with asyncio.timeout(60):
-            while await asyncio.to_thread(engine_metric, small, "vllm:num_requests_waiting") < 1:
-                await asyncio.sleep(0.3)
+        # The small engine's KV cache fills and requests queue behind it (its gauges flap
+        # under preemption, so wait until one reading shows both).
+        async def saturated() -> bool:
+            waiting = await _engine_gauge(small, "vllm:num_requests_waiting")
+            return waiting >= 1 and await _engine_gauge(small, "vllm:kv_cache_usage_perc") > 0.5
+
+        await _until(saturated, "the small engine to saturate")
         await asyncio.sleep(1.5)  # one scrape interval, so the gateway has seen it
-        kv_seen = engine_metric(small, "vllm:kv_cache_usage_perc")
         async with httpx.AsyncClient(base_url=gw.url, timeout=120) as client:
             calls = [
                 client.post(
@@ -163,26 +179,12 @@ async def test_saturated_pool_gets_no_new_calls(engines, gateway):
             t.cancel()
     assert all(a.status_code == 200 for a in answers), [a.text for a in answers]
     pools = [s["pool"] for a in answers for s in a.json()["inframind"]["steps"]]
-    assert kv_seen > 0.5
     # Calls decided in the instant before the gateway's own in-flight count on the free pool
     # builds up, or while vLLM's gauges churn under preemption (running 0, KV 0, a queue),
     # can still land on the saturated pool; a load-blind choice would send all 12 there
     # (equal priors, first pool).
     assert pools.count("pool-small") <= 3, pools
     assert pools.count("pool-alpha") >= 9
-
-
-async def _engine_gauge(engine, name: str) -> float:
-    return await asyncio.to_thread(engine_metric, engine, name)
-
-
-async def _until(condition, what: str, timeout_s: float = 120) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not await condition():
-                await asyncio.sleep(0.2)
-    except TimeoutError:
-        pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f} s")
 
 
 async def test_earlier_deadlines_are_served_first_on_a_contended_engine(engines, gateway):
@@ -198,9 +200,14 @@ async def test_earlier_deadlines_are_served_first_on_a_contended_engine(engines,
 
     async def keeper() -> None:
         while keep_busy.is_set():
+            for t in outstanding:
+                if t.done() and not t.cancelled():
+                    t.result().raise_for_status()  # a refused flood would never fill beta
             outstanding[:] = [t for t in outstanding if not t.done()]
-            if len(outstanding) < 4:  # two running, two waiting
-                outstanding.extend(await flood_engine(beta, 1, 600))
+            # Two running, two waiting, each long (~10 s on this engine): a slot frees, and
+            # a test call could slip into it before a replacement arrives, only rarely.
+            if len(outstanding) < 4:
+                outstanding.extend(await flood_engine(beta, 1, 1500))  # + prompt < 2,048
             await asyncio.sleep(0.1)
 
     async def queued_by_gateway(n: int) -> bool:
@@ -209,6 +216,8 @@ async def test_earlier_deadlines_are_served_first_on_a_contended_engine(engines,
         return waiting - flood_waiting >= n
 
     async def flood_running() -> bool:
+        if keeping.done():
+            keeping.result()  # the keeper's failure, if it failed
         return await _engine_gauge(beta, "vllm:num_requests_running") >= 2
 
     first_token: dict[str, float] = {}
@@ -240,7 +249,10 @@ async def test_earlier_deadlines_are_served_first_on_a_contended_engine(engines,
             asked = [asyncio.create_task(ask(client, f"loose-{i}", 500)) for i in range(3)]
             await _until(lambda: queued_by_gateway(3), "the loose requests to queue")
             asked += [asyncio.create_task(ask(client, f"tight-{i}", 120)) for i in range(2)]
-            await _until(lambda: queued_by_gateway(5), "the tight requests to queue")
+            # Best effort: a slot freed in between may already serve a loose call; the
+            # assertion below needs only one loose call still waiting when the tight arrive.
+            with contextlib.suppress(pytest.fail.Exception):
+                await _until(lambda: queued_by_gateway(5), "the tight requests to queue", 30)
             keep_busy.clear()
             await asyncio.gather(*asked)
     finally:
@@ -249,9 +261,10 @@ async def test_earlier_deadlines_are_served_first_on_a_contended_engine(engines,
         for t in outstanding:
             t.cancel()
     order = sorted(first_token, key=first_token.get)
-    # First come first served would start the loose ones first; by deadline, the two tight
-    # ones take the first two slots the flood frees, and the loose ones wait for them.
-    assert set(order[:2]) == {"tight-0", "tight-1"}, order
+    # First come first served would start the tight ones last, after every loose one that
+    # was queued before them; by deadline they overtake the loose ones still waiting.
+    last_loose = max(first_token[f"loose-{i}"] for i in range(3))
+    assert all(first_token[f"tight-{i}"] < last_loose for i in range(2)), order
 
 
 def test_readyz_and_metrics_report_what_the_gateway_does(engines, gateway):

@@ -179,3 +179,34 @@ def test_the_operators_routing_advice_counts_only_while_fresh():
     assert view.pick_endpoint(0, exclude=[b]) == a  # out of routing, not out of reach
     view.configure(PipelineConfig(pipeline="p", pools=[pool], routing=Routing(stale=True)))
     assert view.pick_endpoint(0) == a  # stale advice is ignored: least work wins
+
+
+async def test_one_calm_scrape_of_a_flapping_engine_does_not_make_it_look_idle():
+    """Under KV preemption vLLM's gauges flap between a long queue and zero; the endpoint's
+    load is the busiest of its recent scrapes."""
+    readings = iter([(40, 8, 0.98), (0, 0, 0.0)])
+
+    async def flapping(_: web.Request) -> web.Response:
+        waiting, running, kv = next(readings)
+        return web.Response(
+            text=f"vllm:num_requests_waiting {waiting}\nvllm:num_requests_running {running}\n"
+            f"vllm:kv_cache_usage_perc {kv}\n"
+        )
+
+    app = web.Application()
+    app.router.add_get("/metrics", flapping)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    try:
+        scraper = EngineScraper([url], interval_s=0.1, timeout_s=1.0)
+        async with ClientSession() as session:
+            await scraper.scrape_once(session)
+            await scraper.scrape_once(session)  # the calm-looking one
+        load = scraper.loads()[url]
+        assert not load.stale
+        assert (load.waiting, load.running, load.kv_usage) == (40, 8, 0.98)
+    finally:
+        await runner.cleanup()

@@ -40,6 +40,13 @@ class EndpointLoad:
     error: str | None = None
 
 
+# vLLM's gauges flap while it preempts under KV pressure: a saturated engine can report
+# 0 running and 0 % KV for one scrape while dozens of requests wait. An endpoint's load is
+# the busiest of its scrapes in this window, so one calm-looking scrape does not pull
+# traffic back to it; the price is noticing a drained engine this much later.
+GAUGE_WINDOW_S = 2.5
+
+
 class _History:
     """Recent scrapes of one endpoint, for windowed latency quantiles."""
 
@@ -66,11 +73,17 @@ class _History:
         baseline = self.samples[0][1] if len(self.samples) > 1 else None
         hist = window(latest, baseline)
         e2e, ttft = hist.get("e2e"), hist.get("ttft")
+        recent = [m for ts, m in self.samples if ts >= t - GAUGE_WINDOW_S]
+
+        def peak(attr: str) -> float | None:
+            values = [v for m in recent if (v := getattr(m, attr)) is not None]
+            return max(values) if values else None
+
         return EndpointLoad(
             url=url,
-            waiting=latest.waiting,
-            running=latest.running,
-            kv_usage=latest.kv_usage,
+            waiting=peak("waiting"),
+            running=peak("running"),
+            kv_usage=peak("kv_usage"),
             ttft_p50_s=ttft.quantile(0.5) if ttft else None,
             latency_p50_s=e2e.quantile(0.5) if e2e else None,
             latency_p95_s=e2e.quantile(0.95) if e2e else None,
