@@ -135,11 +135,13 @@ async def test_an_engine_too_busy_to_answer_metrics_keeps_its_last_load():
         runners.append(runner)
         urls.append(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")
     try:
-        scraper = EngineScraper(urls, interval_s=0.1, timeout_s=0.2)
+        # Stale after 3 s without a good scrape: wide enough that the answering endpoint
+        # stays fresh on a loaded CI machine (a 0.3 s horizon made it flaky).
+        scraper = EngineScraper(urls, interval_s=1.0, timeout_s=0.2)
         async with ClientSession() as session:
             await scraper.scrape_once(session)
             hang.set()
-            await asyncio.sleep(0.4)  # past the staleness horizon
+            await asyncio.sleep(3.2)  # past the busy engine's staleness horizon
             await scraper.scrape_once(session)  # the busy engine times out
         view = LiveView(scraper, Endpoints(open_for_s=60))
         view.configure(

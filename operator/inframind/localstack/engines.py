@@ -164,7 +164,9 @@ def kill_engine(engine: Engine) -> None:
     """SIGKILL the engine's whole process group, as when its pod dies."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(engine.process.pid, signal.SIGKILL)
-    engine.process.wait(10)
+    # SIGKILL cannot be refused, but a process in the middle of freeing gigabytes on two
+    # busy cores took over 10 s to be reaped in CI.
+    engine.process.wait(60)
 
 
 def stop_engines(engines: Sequence[Engine]) -> None:
