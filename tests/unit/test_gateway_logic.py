@@ -103,6 +103,17 @@ def test_unscraped_pools_are_stale_and_a_broken_endpoint_leaves_routing():
     assert view.snapshot().loads[0].available
 
 
+async def _metrics_server(handler) -> tuple[web.AppRunner, str]:
+    """A real HTTP server on loopback serving `handler` as /metrics; clean up its runner."""
+    app = web.Application()
+    app.router.add_get("/metrics", handler)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
 async def test_an_engine_too_busy_to_answer_metrics_keeps_its_last_load():
     """A saturated CPU engine can take longer than the scrape timeout to serve /metrics: its
     last values stay (flagged stale), so it does not suddenly look less busy than a pool
@@ -124,16 +135,8 @@ async def test_an_engine_too_busy_to_answer_metrics_keeps_its_last_load():
     async def answering(_: web.Request) -> web.Response:
         return web.Response(text=metrics(0, 28, 0.5))
 
-    runners, urls = [], []
-    for handler in (busy, answering):
-        app = web.Application()
-        app.router.add_get("/metrics", handler)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        runners.append(runner)
-        urls.append(f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}")
+    served = [await _metrics_server(h) for h in (busy, answering)]
+    runners, urls = [r for r, _ in served], [u for _, u in served]
     try:
         # Stale after 3 s without a good scrape: wide enough that the answering endpoint
         # stays fresh on a loaded CI machine (a 0.3 s horizon made it flaky).
@@ -195,13 +198,7 @@ async def test_one_calm_scrape_of_a_flapping_engine_does_not_make_it_look_idle()
             f"vllm:kv_cache_usage_perc {kv}\n"
         )
 
-    app = web.Application()
-    app.router.add_get("/metrics", flapping)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    runner, url = await _metrics_server(flapping)
     try:
         scraper = EngineScraper([url], interval_s=0.1, timeout_s=1.0)
         async with ClientSession() as session:
