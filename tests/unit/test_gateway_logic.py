@@ -209,3 +209,46 @@ async def test_one_calm_scrape_of_a_flapping_engine_does_not_make_it_look_idle()
         assert (load.waiting, load.running, load.kv_usage) == (40, 8, 0.98)
     finally:
         await runner.cleanup()
+
+
+async def test_an_opened_breaker_probes_back_in_only_after_the_engine_answers_a_scrape():
+    alive = asyncio.Event()
+
+    async def engine(_: web.Request) -> web.Response:
+        if not alive.is_set():
+            return web.Response(status=503, text="hung")
+        return web.Response(text="vllm:num_requests_waiting 0\nvllm:num_requests_running 0\n")
+
+    runner, url = await _metrics_server(engine)
+    try:
+        scraper = EngineScraper([url], interval_s=1.0, timeout_s=1.0)
+        endpoints = Endpoints(open_for_s=0.0)  # the open period itself is not what is tested
+        view = LiveView(scraper, endpoints)
+        view.configure(
+            PipelineConfig(
+                pipeline="p",
+                pools=[PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])],
+            )
+        )
+        endpoints.failed(url)  # a call to it timed out
+        async with ClientSession() as session:
+            await scraper.scrape_once(session)
+            # Its open period is over, but nothing has heard from it since: no trial call.
+            assert endpoints.state(url) == "open" and view.pick_endpoint(0) is None
+            alive.set()
+            await scraper.scrape_once(session)
+        assert endpoints.state(url) == "probing" and view.pick_endpoint(0) == url
+        endpoints.succeeded(url)  # the trial call worked
+        assert endpoints.state(url) == "closed"
+    finally:
+        await runner.cleanup()
+
+
+def test_a_breaker_that_keeps_failing_stays_open_longer():
+    endpoints = Endpoints(open_for_s=10.0, failures_to_open=1, heard_from=lambda _: None)
+    url = "http://127.0.0.1:1"
+    periods = []
+    for _ in range(5):
+        endpoints.failed(url)
+        periods.append(endpoints._open_until[url] - endpoints._opened_at[url])
+    assert periods == [10.0, 20.0, 40.0, 60.0, 60.0]

@@ -8,6 +8,7 @@ wrong and retrying elsewhere will not help.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -87,33 +88,21 @@ async def chat(
     endpoint: str,
     body: dict[str, Any],
     timeout_s: float,
+    start_timeout_s: float | None = None,
 ) -> CallResult:
-    """POST /v1/chat/completions and return the answer; raises EngineError subclasses."""
-    started = time.perf_counter()
-    try:
-        async with session.post(
-            f"{endpoint}/v1/chat/completions",
-            json=body,
-            timeout=aiohttp.ClientTimeout(total=max(timeout_s, 0.05)),
-        ) as resp:
-            await _raise_for(resp, endpoint)
-            data = await resp.json()
-    except (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError) as exc:
-        raise EngineUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
-    except TimeoutError as exc:
-        raise EngineUnavailable(endpoint, f"no answer within {timeout_s:.2f} s") from exc
-    except aiohttp.ContentTypeError as exc:
-        raise EngineUnavailable(endpoint, f"not an OpenAI response: {exc}") from exc
-    choice = (data.get("choices") or [{}])[0]
-    usage = data.get("usage") or {}
-    return CallResult(
-        endpoint=endpoint,
-        text=(choice.get("message") or {}).get("content") or "",
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-        finish_reason=choice.get("finish_reason"),
-        latency_s=time.perf_counter() - started,
-    )
+    """One call, answered whole; raises EngineError subclasses.
+
+    Streamed from the engine all the same: vLLM sends a streamed response's headers as
+    soon as it accepts the request, queued or not, so a hung engine shows within
+    `start_timeout_s` instead of eating the step's whole budget (a plain response's
+    headers come only with the answer). It also measures the time to first token.
+    """
+    result: CallResult | None = None
+    async for item in chat_stream(session, endpoint, body, timeout_s, start_timeout_s):
+        if isinstance(item, CallResult):
+            result = item
+    assert result is not None  # chat_stream always ends with one
+    return result
 
 
 async def chat_stream(
@@ -121,19 +110,34 @@ async def chat_stream(
     endpoint: str,
     body: dict[str, Any],
     timeout_s: float,
+    start_timeout_s: float | None = None,
 ) -> AsyncIterator[str | CallResult]:
-    """Stream a call: yields text deltas as they arrive, then one final CallResult."""
+    """Stream a call: yields text deltas as they arrive, then one final CallResult.
+
+    `timeout_s` bounds the whole call; `start_timeout_s` the wait for the engine to
+    accept it (response headers), which only a hung or unreachable engine overruns.
+    """
     started = time.perf_counter()
     ttft: float | None = None
     parts: list[str] = []
     usage: dict[str, Any] = {}
     finish: str | None = None
+    total = max(timeout_s, 0.05)
+    start_limit = total if start_timeout_s is None else min(start_timeout_s, total)
     try:
-        async with session.post(
-            f"{endpoint}/v1/chat/completions",
-            json={**body, "stream": True, "stream_options": {"include_usage": True}},
-            timeout=aiohttp.ClientTimeout(total=max(timeout_s, 0.05)),
-        ) as resp:
+        try:
+            # Only the wait for headers sits under this timeout: no yield inside it.
+            async with asyncio.timeout(start_limit):
+                resp = await session.post(
+                    f"{endpoint}/v1/chat/completions",
+                    json={**body, "stream": True, "stream_options": {"include_usage": True}},
+                    timeout=aiohttp.ClientTimeout(total=total),
+                )
+        except TimeoutError as exc:
+            raise EngineUnavailable(
+                endpoint, f"did not accept the call within {start_limit:.1f} s (hung?)"
+            ) from exc
+        async with resp:
             await _raise_for(resp, endpoint)
             async for raw in resp.content:
                 line = raw.decode("utf-8", "replace").strip()
@@ -156,6 +160,8 @@ async def chat_stream(
         raise EngineUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
     except TimeoutError as exc:
         raise EngineUnavailable(endpoint, f"no answer within {timeout_s:.2f} s") from exc
+    except json.JSONDecodeError as exc:
+        raise EngineUnavailable(endpoint, f"not an OpenAI stream: {exc}") from exc
     yield CallResult(
         endpoint=endpoint,
         text="".join(parts),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import re
 import time
 from collections import Counter
@@ -35,10 +36,20 @@ from .engine import (
 )
 from .prompts import DEPTH_MAX_TOKENS, build_messages
 
+log = logging.getLogger(__name__)
+
 _ids = itertools.count(1)
 # A step gets at least this long even when the budget is (nearly) spent: a late
 # answer is better than none, and the trace reports the miss.
 MIN_STEP_TIMEOUT_S = 2.0
+# How long an engine has to accept a call (send response headers) before the step moves
+# on to another endpoint: half the time left, and never less than START_TIMEOUT_S. A
+# healthy vLLM accepts at once even with a long queue, but on two shared cores busy with
+# three engines its API server was seen taking over 15 s, and a false "hung" verdict
+# costs a retry. Without any such limit, a hung engine (socket open, no answer) held
+# each call for its whole budget.
+START_TIMEOUT_S = 15.0
+START_TIMEOUT_SHARE = 0.5
 MAX_RETRIES = 2
 # Earlier answers shown to a step are cut to fit the engine's context window. Budgeted
 # at a conservative 2 characters per token, with room kept for the step's own answer.
@@ -287,13 +298,16 @@ class Runner:
                 priority if pool.priority_scheduling_enabled else None,
             )
             timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
+            start_timeout = max(START_TIMEOUT_S, START_TIMEOUT_SHARE * timeout)
             self.view.endpoints.acquire(endpoint)
             try:
                 if on_delta is None:
-                    result = await chat(self.session, endpoint, body, timeout)
+                    result = await chat(self.session, endpoint, body, timeout, start_timeout)
                 else:
                     result = None
-                    async for item in chat_stream(self.session, endpoint, body, timeout):
+                    async for item in chat_stream(
+                        self.session, endpoint, body, timeout, start_timeout
+                    ):
                         if isinstance(item, CallResult):
                             result = item
                         else:
@@ -301,6 +315,7 @@ class Runner:
                             await on_delta(item)
                     assert result is not None
             except EngineUnavailable as exc:
+                log.warning("%s step %d/%d: %s", trace.id, wave, slot, exc)
                 self.view.endpoints.failed(endpoint)
                 failed_endpoints.append(endpoint)
                 last_error = exc

@@ -156,6 +156,11 @@ class EngineScraper:
         except (aiohttp.ClientError, TimeoutError, ValueError, AttributeError):
             return None
 
+    def last_ok(self, url: str) -> float | None:
+        """Monotonic time of the endpoint's last answered scrape (its last sign of life)."""
+        hist = self._history.get(url)
+        return hist.last_ok if hist else None
+
     def max_model_len(self, url: str) -> int | None:
         hist = self._history.get(url)
         return hist.max_model_len if hist else None

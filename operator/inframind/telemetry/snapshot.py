@@ -10,7 +10,7 @@ marked stale; the policy's estimate treats them pessimistically.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -70,16 +70,35 @@ class _Speed:
             self.tpot_s += alpha * (per_token - self.tpot_s)
 
 
-class Endpoints:
-    """Per-endpoint in-flight counts and a circuit breaker; shared by runner and snapshot."""
+# A breaker that keeps failing stays open longer each time, up to this.
+MAX_OPEN_S = 60.0
 
-    def __init__(self, open_for_s: float = 5.0, failures_to_open: int = 2) -> None:
+
+class Endpoints:
+    """Per-endpoint in-flight counts and a circuit breaker; shared by runner and snapshot.
+
+    The breaker opens after `failures_to_open` failed calls in a row (or one, when
+    nothing else is in flight there) and stays open for `open_for_s`, doubled for each
+    further failure up to MAX_OPEN_S. It then probes: calls may try the endpoint again
+    once `heard_from` (the scraper) has had an answer from it since the breaker opened,
+    so a hung engine is not handed a real call every few seconds just to time out again.
+    """
+
+    def __init__(
+        self,
+        open_for_s: float = 5.0,
+        failures_to_open: int = 2,
+        heard_from: Callable[[str], float | None] | None = None,
+    ) -> None:
         self.inflight: dict[str, int] = {}
         self.routed: dict[str, int] = {}
         self._failures: dict[str, int] = {}
+        self._opened_at: dict[str, float] = {}
         self._open_until: dict[str, float] = {}
         self.open_for_s = open_for_s
         self.failures_to_open = failures_to_open
+        # Monotonic time of the endpoint's last sign of life seen elsewhere, or None.
+        self.heard_from = heard_from
 
     def acquire(self, url: str) -> None:
         self.inflight[url] = self.inflight.get(url, 0) + 1
@@ -90,18 +109,32 @@ class Endpoints:
 
     def succeeded(self, url: str) -> None:
         self._failures[url] = 0
+        self._opened_at.pop(url, None)
         self._open_until.pop(url, None)
 
     def failed(self, url: str) -> None:
         n = self._failures.get(url, 0) + 1
         self._failures[url] = n
         if n >= self.failures_to_open or self.inflight.get(url, 0) == 0:
-            # Open the breaker: no new calls until it half-opens after open_for_s.
-            self._open_until[url] = time.monotonic() + self.open_for_s
+            extra = max(0, n - self.failures_to_open)
+            now = time.monotonic()
+            self._opened_at[url] = now
+            self._open_until[url] = now + min(self.open_for_s * 2**extra, MAX_OPEN_S)
+
+    def state(self, url: str) -> str:
+        """ "closed" (in routing), "open" (out of it) or "probing" (let back in on trial)."""
+        until = self._open_until.get(url)
+        if until is None:
+            return "closed"
+        if time.monotonic() < until:
+            return "open"
+        if self.heard_from is None:
+            return "probing"
+        heard = self.heard_from(url)
+        return "probing" if heard is not None and heard > self._opened_at[url] else "open"
 
     def usable(self, url: str) -> bool:
-        until = self._open_until.get(url)
-        return until is None or time.monotonic() >= until
+        return self.state(url) != "open"
 
 
 class LiveView:
@@ -115,6 +148,9 @@ class LiveView:
     ) -> None:
         self.scraper = scraper
         self.endpoints = endpoints
+        if endpoints.heard_from is None:
+            # The breaker probes a failed engine back in once it answers a scrape again.
+            endpoints.heard_from = scraper.last_ok
         self.prometheus = prometheus
         self.pools: list[PoolConfig] = []
         self.routing_fresh = False
