@@ -36,6 +36,7 @@ from ..telemetry.prometheus import PrometheusSource
 from ..telemetry.scrape import EngineScraper
 from ..telemetry.snapshot import Endpoints, LiveView
 from .metrics import GatewayMetrics
+from .openapi import openapi_document
 from .requests import PipelineRequest, RequestError, parse_request
 
 log = logging.getLogger("inframind.gateway")
@@ -250,7 +251,10 @@ class Gateway:
                     "routed": sum(self.endpoints.routed.get(u, 0) for u in pool.endpoints),
                     "depths": self.depth_mix.get(pool.name, {}),
                     "endpoints": {
-                        u: {"error": loads[u].error if u in loads else "not scraped"}
+                        u: {
+                            "error": loads[u].error if u in loads else "not scraped",
+                            "breaker": self.endpoints.state(u),
+                        }
                         for u in pool.endpoints
                     },
                 }
@@ -268,6 +272,14 @@ class Gateway:
         except (json.JSONDecodeError, UnicodeDecodeError):
             return self._refuse(
                 config, RequestError(400, "the body is not valid JSON", "invalid_json")
+            )
+        except web.HTTPRequestEntityTooLarge:
+            limit = self.settings.gateway_max_body_bytes
+            return self._refuse(
+                config,
+                RequestError(
+                    413, f"the body is larger than this gateway's {limit} bytes", "body_too_large"
+                ),
             )
         try:
             req = parse_request(
@@ -465,4 +477,6 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/healthz", gateway.healthz)
     app.router.add_get("/readyz", gateway.readyz)
     app.router.add_get("/metrics", gateway.metrics_page)
+    document = openapi_document()
+    app.router.add_get("/openapi.json", lambda _: web.json_response(document))
     return app
