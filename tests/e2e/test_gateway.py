@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
+import os
+import signal
 import time
 import urllib.error
 import urllib.request
@@ -16,7 +17,7 @@ import pytest
 from inframind.api.config import PipelineConfig
 from inframind.api.pipeline import Budget, PolicySource
 from inframind.vocab import Depth, Topology
-from support.dataplane import engine_metric, flood_engine, get_json, pool
+from support.dataplane import engine_core_pids, engine_metric, flood_engine, get_json, pool
 
 pytestmark = pytest.mark.e2e
 
@@ -88,6 +89,8 @@ def test_bad_requests_get_4xx_with_a_reason(engines, gateway):
         ({"model": "demo", "messages": user, "inframind": {"budget_s": -3}}, {}, 400, "positive"),
         ({"model": "demo", "messages": [{"role": "user", "content": "x" * 40_000}]}, {}, 413, ""),
         ({"model": "demo", "messages": user, "inframind": {"task": "poetry"}}, {}, 400, "task"),
+        # Over the 1 MiB body limit: refused before it is parsed, still with a reason.
+        ({"model": "demo", "messages": user, "pad": "x" * 1_100_000}, {}, 413, "bytes"),
     ]
     for body, headers, status, words in cases:
         code, payload, _ = _post(gw.url, body, headers)
@@ -133,13 +136,14 @@ async def _engine_gauge(engine, name: str) -> float:
     return await asyncio.to_thread(engine_metric, engine, name)
 
 
-async def _until(condition, what: str, timeout_s: float = 120) -> None:
+async def _until(condition, what: str, timeout_s: float = 120, detail=None) -> None:
     try:
         async with asyncio.timeout(timeout_s):
             while not await condition():
                 await asyncio.sleep(0.5)
     except TimeoutError:
-        pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f} s")
+        extra = f"; {detail()}" if detail else ""
+        pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f} s{extra}")
 
 
 async def test_saturated_pool_gets_no_new_calls(engines, gateway):
@@ -187,84 +191,86 @@ async def test_saturated_pool_gets_no_new_calls(engines, gateway):
     assert pools.count("pool-alpha") >= 9
 
 
+async def _first_tokens(
+    client: httpx.AsyncClient, url: str, body: dict, label: str, seen: dict[str, float]
+) -> None:
+    """Stream one chat call; note when its first token (or, if empty, its end) arrived."""
+    async with client.stream("POST", url, json={**body, "stream": True}) as r:
+        assert r.status_code == 200, await r.aread()
+        async for line in r.aiter_lines():
+            if not line.startswith("data: {"):
+                continue
+            chunk = json.loads(line[6:])
+            assert "error" not in chunk, chunk
+            choice = chunk["choices"][0]
+            if choice["delta"].get("content") or choice["finish_reason"]:
+                seen.setdefault(label, time.monotonic())
+
+
 async def test_earlier_deadlines_are_served_first_on_a_contended_engine(engines, gateway):
     beta = engines["beta"]  # two sequences at a time: everything else waits in vLLM's queue
     gw = gateway(_config([pool(beta)], topologies=[Topology.SINGLE], depths=[Depth.CONCISE]))
-    # Requests sent around the gateway (no priority field: vLLM's default 0, ahead of any
-    # deadline) keep beta's two slots busy until the test's requests are all queued. A
-    # fixed-size flood was not enough: on a loaded 2-core machine vLLM's API server can take
-    # seconds to admit a request, and the flood sometimes drained first.
-    outstanding: list[asyncio.Task] = []
-    keep_busy = asyncio.Event()
-    keep_busy.set()
-
-    async def keeper() -> None:
-        while keep_busy.is_set():
-            for t in outstanding:
-                if t.done() and not t.cancelled():
-                    t.result().raise_for_status()  # a refused flood would never fill beta
-            outstanding[:] = [t for t in outstanding if not t.done()]
-            # Two running, two waiting, each long (~10 s on this engine): a slot frees, and
-            # a test call could slip into it before a replacement arrives, only rarely.
-            if len(outstanding) < 4:
-                outstanding.extend(await flood_engine(beta, 1, 1500))  # + prompt < 2,048
-            await asyncio.sleep(0.1)
-
-    async def queued_by_gateway(n: int) -> bool:
-        waiting = await _engine_gauge(beta, "vllm:num_requests_waiting")
-        flood_waiting = max(sum(not t.done() for t in outstanding) - 2, 0)
-        return waiting - flood_waiting >= n
-
-    async def flood_running() -> bool:
-        if keeping.done():
-            keeping.result()  # the keeper's failure, if it failed
-        return await _engine_gauge(beta, "vllm:num_requests_running") >= 2
-
-    first_token: dict[str, float] = {}
-
-    async def ask(client: httpx.AsyncClient, label: str, budget: float) -> None:
-        body = {
-            "model": "demo",
-            "messages": [{"role": "user", "content": label}],
-            "stream": True,
-            "inframind": {"budget_s": budget, "sheddable": False},
+    started: dict[str, float] = {}
+    async with httpx.AsyncClient(timeout=300) as client:
+        # Two long requests sent around the gateway (no priority: vLLM's default 0) take
+        # both of beta's slots.
+        flood = {
+            "model": beta.spec.name,
+            "messages": [{"role": "user", "content": "fill the slots " * 40}],
+            "max_tokens": 1500,  # + prompt < 2,048
+            "min_tokens": 1500,
+            "ignore_eos": True,
         }
-        async with client.stream("POST", "/v1/chat/completions", json=body) as r:
-            assert r.status_code == 200, await r.aread()
-            async for line in r.aiter_lines():
-                if not line.startswith("data: {"):
-                    continue
-                chunk = json.loads(line[6:])
-                assert "error" not in chunk, chunk
-                choice = chunk["choices"][0]
-                # When the engine started it: its first token (or, for an empty answer, the end).
-                if choice["delta"].get("content") or choice["finish_reason"]:
-                    first_token.setdefault(label, time.monotonic())
+        url = f"{beta.url}/v1/chat/completions"
+        floods = [
+            asyncio.create_task(_first_tokens(client, url, flood, f"flood-{i}", started))
+            for i in range(2)
+        ]
 
-    keeping = asyncio.create_task(keeper())
-    try:
-        await _until(flood_running, "the flood to occupy beta")
-        async with httpx.AsyncClient(base_url=gw.url, timeout=300) as client:
-            # Loose deadlines queue first; tight ones join the queue behind them.
-            asked = [asyncio.create_task(ask(client, f"loose-{i}", 500)) for i in range(3)]
-            await _until(lambda: queued_by_gateway(3), "the loose requests to queue")
-            asked += [asyncio.create_task(ask(client, f"tight-{i}", 120)) for i in range(2)]
-            # Best effort: a slot freed in between may already serve a loose call; the
-            # assertion below needs only one loose call still waiting when the tight arrive.
-            with contextlib.suppress(pytest.fail.Exception):
-                await _until(lambda: queued_by_gateway(5), "the tight requests to queue", 30)
-            keep_busy.clear()
-            await asyncio.gather(*asked)
-    finally:
-        keep_busy.clear()
-        keeping.cancel()
-        for t in outstanding:
-            t.cancel()
-    order = sorted(first_token, key=first_token.get)
-    # First come first served would start the tight ones last, after every loose one that
-    # was queued before them; by deadline they overtake the loose ones still waiting.
-    last_loose = max(first_token[f"loose-{i}"] for i in range(3))
-    assert all(first_token[f"tight-{i}"] < last_loose for i in range(2)), order
+        async def generating() -> bool:
+            return all(f"flood-{i}" in started for i in range(2))
+
+        await _until(generating, "the two long requests to hold beta's slots")
+        # Freeze beta's scheduler (its API server keeps taking requests), so that every test
+        # call is queued before a slot can free, however slow this machine is today; timing
+        # the queue-up against the flood instead was flaky on two busy cores.
+        core = engine_core_pids(beta)
+        for pid in core:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            gw_client = httpx.AsyncClient(base_url=gw.url, timeout=300)
+            body = {"model": "demo", "messages": [{"role": "user", "content": "which first?"}]}
+
+            def ask(label: str, budget: float) -> asyncio.Task:
+                ext = {**body, "inframind": {"budget_s": budget, "sheddable": False}}
+                return asyncio.create_task(
+                    _first_tokens(gw_client, "/v1/chat/completions", ext, label, started)
+                )
+
+            # Loose deadlines first, tight ones after them: first come first served would
+            # start the loose ones first.
+            asked = [ask(f"loose-{i}", 500) for i in range(3)]
+            await asyncio.sleep(0.5)
+            asked += [ask(f"tight-{i}", 120) for i in range(2)]
+
+            async def all_sent() -> bool:
+                return (await asyncio.to_thread(gw.pools))["pools"][0]["inflight"] == 5
+
+            await _until(all_sent, "the gateway to send all five calls")
+            await asyncio.sleep(3)  # beta's API server hands them to the frozen scheduler
+        finally:
+            for pid in core:
+                os.kill(pid, signal.SIGCONT)
+        try:
+            await asyncio.gather(*asked, *floods)
+        finally:
+            await gw_client.aclose()
+    order = sorted(started, key=started.get)
+    assert order[:2] == ["flood-0", "flood-1"] or order[:2] == ["flood-1", "flood-0"], order
+    # When the long requests end, vLLM takes the earliest deadlines from its queue.
+    assert max(started[f"tight-{i}"] for i in range(2)) < min(
+        started[f"loose-{i}"] for i in range(3)
+    ), order
 
 
 def test_readyz_and_metrics_report_what_the_gateway_does(engines, gateway):
@@ -309,11 +315,14 @@ async def test_an_engine_killed_mid_load_loses_no_request(engines, gateway, tiny
                 )
 
             calls = [asyncio.create_task(ask(i)) for i in range(10)]
-            async with asyncio.timeout(60):
-                while (
-                    await asyncio.to_thread(engine_metric, victim, "vllm:num_requests_running") < 1
-                ):
-                    await asyncio.sleep(0.2)
+
+            async def victim_busy() -> bool:
+                # The gateway's own count: a CPU engine busy streaming may answer /metrics
+                # only after these short calls are over.
+                pools = (await asyncio.to_thread(gw.pools))["pools"]
+                return next(p["inflight"] for p in pools if p["name"] == "pool-victim") >= 2
+
+            await _until(victim_busy, "calls in flight on the victim", 60)
             kill_engine(victim)  # SIGKILL to its process group: no goodbye, sockets reset
             async with asyncio.timeout(170):  # nothing hangs
                 answers = await asyncio.gather(*calls)

@@ -81,3 +81,17 @@ async def flood_engine(engine: Engine, n: int, tokens: int) -> list[asyncio.Task
             return await client.post(f"{engine.url}/v1/chat/completions", json=body)
 
     return [asyncio.create_task(one()) for _ in range(n)]
+
+
+def engine_core_pids(engine: Engine) -> list[int]:
+    """The processes under an engine's API server (vLLM's EngineCore and its workers):
+    stopping them freezes scheduling while the API server still accepts requests."""
+    found, todo = [], [engine.process.pid]
+    while todo:
+        pid = todo.pop()
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            children = (task / "children").read_text().split()
+            found += [int(c) for c in children]
+            todo += [int(c) for c in children]
+    assert found, f"no processes under {engine.spec.name}'s API server"
+    return found
