@@ -28,7 +28,7 @@ export INFRAMIND_HELM := $(CURDIR)/$(HELM)
 CHART := charts/inframind
 CHART_CI_VALUES := $(CHART)/ci/all-features-values.yaml
 
-.PHONY: help setup serve-setup demo test unit integration e2e lint crds crds-check chart helm bench train train-full clean
+.PHONY: help setup serve-setup demo test test-faults unit integration e2e lint crds crds-check chart helm bench train train-full clean
 
 help:
 	@echo "make demo   - run the local stack (API emulator + operator) and show what it does"
@@ -87,6 +87,9 @@ integration: setup $(HELM)
 e2e: setup serve-setup
 	$(VENV)/bin/pytest -m e2e $(PYTEST_ARGS)
 
+test-faults: setup serve-setup $(HELM)  ## only the fault, fuzzing and security tests (also in `make test`)
+	$(VENV)/bin/pytest -m faults $(PYTEST_ARGS)
+
 test: setup serve-setup lint $(HELM)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
 
@@ -114,6 +117,7 @@ demo: setup serve-setup
 bench: setup serve-setup
 	$(VENV)/bin/inframind bench --scenario paper
 	$(VENV)/bin/inframind bench --scenario gateway
+	$(VENV)/bin/inframind bench --scenario overload
 
 train: setup  ## smoke training (minutes): exits non-zero unless the policy beats a random one
 	PYTHONPATH=policy_training RAY_AUTH_MODE=disabled $(PY) -m inframind_training.train --smoke

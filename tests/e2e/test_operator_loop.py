@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,16 +33,20 @@ ROOT = Path(__file__).resolve().parents[2]
 PERIOD_S = 2
 
 
+def _targets(engines, metrics_port: int, gateway_port: int) -> list[str]:
+    return [instance_of(engines[n].url) for n in ("alpha", "small")] + [
+        f"127.0.0.1:{metrics_port}",
+        f"127.0.0.1:{gateway_port}",
+    ]
+
+
 @pytest.fixture
 def observed(engines, tmp_path: Path) -> Iterator[tuple[ControlPlane, object, int, int]]:
     # Prometheus scrapes the engines, the operator's /metrics and (once started) a gateway.
     # Every 2 s with a 2 s timeout: a flooded CPU engine can take over a second to answer.
     metrics_port, gateway_port = free_port(), free_port()
     prom = start_prometheus(
-        [instance_of(engines[n].url) for n in ("alpha", "small")]
-        + [f"127.0.0.1:{metrics_port}", f"127.0.0.1:{gateway_port}"],
-        tmp_path / "prometheus",
-        interval_s=2.0,
+        _targets(engines, metrics_port, gateway_port), tmp_path / "prometheus", interval_s=2.0
     )
     kubeconfig, log = tmp_path / "kubeconfig", tmp_path / "operator.log"
     try:
@@ -212,3 +217,28 @@ async def test_pool_status_and_gateway_routing_follow_engine_load(engines, obser
     assert "PrometheusUnreachable" in reasons
     assert _operator_metric(metrics_port, "inframind_pool_metrics_stale", pool="pool-small") == 1
     assert cp.operator.poll() is None  # no crash
+
+    # It comes back where it was (same address, same data): the operator recovers by itself.
+    back = start_prometheus(
+        _targets(engines, metrics_port, gateway_port),
+        tmp_path / "prometheus",
+        interval_s=2.0,
+        port=urllib.parse.urlsplit(prom.url).port,
+    )
+    try:
+        cond = cp.wait(
+            lambda: (c := _condition(cp, "pool-small")).get("status") == "True" and c,
+            "the LoadObserved condition to recover",
+            60,
+        )
+        assert cond["reason"] == "Observed"
+        assert _load(cp, "pool-small")["stale"] is False
+        cp.wait(lambda: _routing(cp)["routing"]["stale"] is False, "fresh routing again")
+        reasons = [e.get("reason") for e in cp.events("default", "pool-small")]
+        assert reasons.count("Observed") >= 2  # once at the start, once on recovery
+        stale_gauge = _operator_metric(
+            metrics_port, "inframind_pool_metrics_stale", pool="pool-small"
+        )
+        assert stale_gauge == 0
+    finally:
+        stop_prometheus(back)

@@ -93,14 +93,19 @@ class PrometheusProc:
 
 
 def start_prometheus(
-    targets: Sequence[str], workdir: Path, interval_s: float = 1.0, timeout: float = 30.0
+    targets: Sequence[str],
+    workdir: Path,
+    interval_s: float = 1.0,
+    timeout: float = 30.0,
+    port: int | None = None,
 ) -> PrometheusProc:
-    """Run Prometheus as a plain process on a free loopback port; return once it is ready."""
+    """Run Prometheus as a plain process on a loopback port (a free one unless given, e.g.
+    to restart one where clients expect it); return once it is ready."""
     binary = ensure_prometheus_binary()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
     config.write_text(scrape_config(targets, interval_s))
-    port = free_port()
+    port = port or free_port()
     log_path = workdir / "prometheus.log"
     cmd = [
         binary,
