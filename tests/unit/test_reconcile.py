@@ -7,8 +7,10 @@ import json
 import pytest
 
 from inframind.api import AgentPipelineSpec, ModelPoolSpec
+from inframind.api.config import PoolConfig
 from inframind.controller import reconcile as r
 from inframind.settings import Settings
+from inframind.telemetry.snapshot import DEFAULT_MAX_RUNNING, profile_from_config
 
 pytestmark = pytest.mark.unit
 
@@ -200,3 +202,14 @@ def test_gateway_reads_its_token_from_the_secret_and_its_config_from_the_configm
     assert pod["volumes"][0] == {"name": "config", "configMap": {"name": "inframind-gw-chat"}}
     # Config reaches gateways by the mounted file; no pod-template hash, so no restart.
     assert "checksum/config" not in dep["spec"]["template"]["metadata"].get("annotations", {})
+
+
+def test_gateway_config_tells_a_managed_pools_batch_slots_to_the_gateway() -> None:
+    spec = AgentPipelineSpec.model_validate({"pools": ["managed", "external"]})
+    managed_spec = {"model": "m", "managed": {"engine": {"maxNumSeqs": 4}}}
+    pools = [pool_obj("managed", spec=managed_spec), pool_obj("external")]
+    config = r.build_pipeline_config("chat", "ml", spec, pools)
+    assert [p.get("maxNumSeqs") for p in config["pools"]] == [4, None]
+    # The gateway's occupancy and latency estimates count those slots, not a guess.
+    profiles = [profile_from_config(PoolConfig.model_validate(p)) for p in config["pools"]]
+    assert [p.max_running for p in profiles] == [4, DEFAULT_MAX_RUNNING]

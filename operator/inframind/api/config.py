@@ -34,6 +34,9 @@ class PoolConfig(CamelModel):
     endpoints: list[str] = Field(default_factory=list)
     priority_scheduling_enabled: bool = True
     profile: ModelProfile = Field(default_factory=ModelProfile)
+    # Batch slots per endpoint (vLLM --max-num-seqs): known for managed pools; None when
+    # the operator cannot know (external pools), and the gateway then assumes 32.
+    max_num_seqs: int | None = Field(default=None, ge=1)
     # Per endpoint URL; endpoints not listed get weight 1 and stay eligible.
     routes: dict[str, EndpointRoute] = Field(default_factory=dict)
 

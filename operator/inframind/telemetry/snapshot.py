@@ -28,7 +28,11 @@ _DEPTH_SHIFT = {"flash": -0.08, "concise": 0.0, "deepthink": 0.03}
 _DEFAULT_TOKENS = {"flash": 24.0, "concise": 160.0, "deepthink": 480.0}
 
 
-def profile_from_config(pool: PoolConfig, max_running: int = 32) -> PoolProfile:
+# Batch slots assumed per endpoint when the config does not say (the authors' setting).
+DEFAULT_MAX_RUNNING = 32
+
+
+def profile_from_config(pool: PoolConfig) -> PoolProfile:
     """A policy profile from the pool's published priors, filling gaps with neutral values."""
     prof: ModelProfile = pool.profile
     quality = prof.quality if prof.quality is not None else _DEFAULT_QUALITY
@@ -47,7 +51,7 @@ def profile_from_config(pool: PoolConfig, max_running: int = 32) -> PoolProfile:
         model=pool.model,
         accuracy=acc,
         output_tokens=tok,
-        max_running=max_running,
+        max_running=pool.max_num_seqs or DEFAULT_MAX_RUNNING,
         replicas=max(1, len(pool.endpoints)),
     )
 
