@@ -27,8 +27,8 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--scenario",
         default="paper",
-        help="smoke | paper | sweep | generalise (simulator) | gateway (real vLLM engine) | "
-        "operator (200 pools, 50 pipelines against the API emulator)",
+        help="smoke | paper | sweep | generalise (simulator) | gateway, overload (real vLLM "
+        "engine) | operator (200 pools, 50 pipelines against the API emulator)",
     )
     p.add_argument(
         "--requests", type=int, default=100, help="gateway scenario: calls per path (sequential)"
@@ -68,6 +68,8 @@ def run(args: argparse.Namespace) -> int:
     console = Console(width=None if sys.stdout.isatty() else 132)
     if args.scenario == "gateway":
         return _gateway(args, console)
+    if args.scenario == "overload":
+        return _overload(args, console)
     if args.scenario == "operator":
         return _operator(args, console)
     try:
@@ -151,6 +153,22 @@ def _gateway(args: argparse.Namespace, console: Any) -> int:
     overhead.render(summary, console)
     args.out.mkdir(parents=True, exist_ok=True)
     path = args.out / "gateway-overhead.json"
+    path.write_text(json.dumps(summary, indent=2))
+    console.print(f"wrote {path}")
+    return 0
+
+
+def _overload(args: argparse.Namespace, console: Any) -> int:
+    """Ten times a real engine's capacity through the gateway: SLO and shedding per class."""
+    import json
+
+    from . import overload
+
+    console.print("[bold]bench overload[/bold]: 10x a vLLM CPU engine's capacity, 30 s")
+    summary = overload.run()
+    overload.render(summary, console)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / "overload.json"
     path.write_text(json.dumps(summary, indent=2))
     console.print(f"wrote {path}")
     return 0
