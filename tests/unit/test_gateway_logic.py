@@ -4,6 +4,7 @@ admission control, and the live view's pessimism about missing signals."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import numpy as np
 import pytest
@@ -252,3 +253,29 @@ def test_a_breaker_that_keeps_failing_stays_open_longer():
         endpoints.failed(url)
         periods.append(endpoints._open_until[url] - endpoints._opened_at[url])
     assert periods == [10.0, 20.0, 40.0, 60.0, 60.0]
+
+
+async def test_an_answer_that_breaks_off_mid_stream_is_retryable_not_a_crash():
+    from inframind.orchestrator.engine import EngineUnavailable, chat
+
+    async def dying_engine(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        delta = {"choices": [{"delta": {"content": "The answer is"}, "finish_reason": None}]}
+        await resp.write(f"data: {json.dumps(delta)}\n\n".encode())
+        request.transport.close()  # killed mid-answer: the chunked body never ends
+        return resp
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", dying_engine)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    try:
+        async with ClientSession() as session:
+            with pytest.raises(EngineUnavailable, match="broke off"):
+                await chat(session, url, {"model": "m", "messages": []}, timeout_s=10)
+    finally:
+        await runner.cleanup()

@@ -160,6 +160,9 @@ async def chat_stream(
         raise EngineUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
     except TimeoutError as exc:
         raise EngineUnavailable(endpoint, f"no answer within {timeout_s:.2f} s") from exc
+    except aiohttp.ClientPayloadError as exc:
+        # The stream broke off mid-answer (an engine killed while streaming).
+        raise EngineUnavailable(endpoint, f"the answer broke off: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise EngineUnavailable(endpoint, f"not an OpenAI stream: {exc}") from exc
     yield CallResult(
