@@ -106,8 +106,12 @@ def test_unscraped_pools_are_stale_and_a_broken_endpoint_leaves_routing():
 
 async def _metrics_server(handler) -> tuple[web.AppRunner, str]:
     """A real HTTP server on loopback serving `handler` as /metrics; clean up its runner."""
+    return await _loopback_server("GET", "/metrics", handler)
+
+
+async def _loopback_server(method: str, path: str, handler) -> tuple[web.AppRunner, str]:
     app = web.Application()
-    app.router.add_get("/metrics", handler)
+    app.router.add_route(method, path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -266,13 +270,7 @@ async def test_an_answer_that_breaks_off_mid_stream_is_retryable_not_a_crash():
         request.transport.close()  # killed mid-answer: the chunked body never ends
         return resp
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", dying_engine)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    runner, url = await _loopback_server("POST", "/v1/chat/completions", dying_engine)
     try:
         async with ClientSession() as session:
             with pytest.raises(EngineUnavailable, match="broke off"):

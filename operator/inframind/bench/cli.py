@@ -144,31 +144,28 @@ def run(args: argparse.Namespace) -> int:
 
 def _gateway(args: argparse.Namespace, console: Any) -> int:
     """Gateway overhead on a real vLLM engine, against direct calls and vllm-router."""
-    import json
-
     from . import overhead
 
     console.print(f"[bold]bench gateway[/bold]: {args.requests} calls per path, vLLM CPU engine")
     summary = overhead.run(requests=args.requests)
     overhead.render(summary, console)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "gateway-overhead.json"
-    path.write_text(json.dumps(summary, indent=2))
-    console.print(f"wrote {path}")
-    return 0
+    return _write_json(args.out / "gateway-overhead.json", summary, console)
 
 
 def _overload(args: argparse.Namespace, console: Any) -> int:
     """Ten times a real engine's capacity through the gateway: SLO and shedding per class."""
-    import json
-
     from . import overload
 
     console.print("[bold]bench overload[/bold]: 10x a vLLM CPU engine's capacity, 30 s")
     summary = overload.run()
     overload.render(summary, console)
-    args.out.mkdir(parents=True, exist_ok=True)
-    path = args.out / "overload.json"
+    return _write_json(args.out / "overload.json", summary, console)
+
+
+def _write_json(path: Path, summary: dict[str, Any], console: Any) -> int:
+    import json
+
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(summary, indent=2))
     console.print(f"wrote {path}")
     return 0
