@@ -277,3 +277,29 @@ async def test_an_answer_that_breaks_off_mid_stream_is_retryable_not_a_crash():
                 await chat(session, url, {"model": "m", "messages": []}, timeout_s=10)
     finally:
         await runner.cleanup()
+
+
+async def test_a_connection_the_engine_dropped_before_answering_is_retried_once():
+    from inframind.orchestrator.engine import chat
+
+    calls = 0
+
+    async def flaky_engine(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            request.transport.close()  # as an idle keep-alive connection closed under us
+            return web.Response()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        delta = {"choices": [{"delta": {"content": "4"}, "finish_reason": "stop"}]}
+        await resp.write(f"data: {json.dumps(delta)}\n\ndata: [DONE]\n\n".encode())
+        return resp
+
+    runner, url = await _loopback_server("POST", "/v1/chat/completions", flaky_engine)
+    try:
+        async with ClientSession() as session:
+            result = await chat(session, url, {"model": "m", "messages": []}, timeout_s=10)
+        assert result.text == "4" and calls == 2
+    finally:
+        await runner.cleanup()

@@ -105,6 +105,30 @@ async def chat(
     return result
 
 
+async def _post_stream(
+    session: aiohttp.ClientSession, endpoint: str, body: dict[str, Any], total: float
+) -> aiohttp.ClientResponse:
+    """POST the streamed call and return once the engine sends headers.
+
+    A pooled keep-alive connection that the engine closed while it sat idle fails at once
+    with "Server disconnected", before the engine saw anything; that is retried once on a
+    new connection here (the killed-engine e2e test lost a call to it), rather than marking
+    a healthy engine failed.
+    """
+    payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
+    for attempt in range(2):
+        try:
+            return await session.post(
+                f"{endpoint}/v1/chat/completions",
+                json=payload,
+                timeout=aiohttp.ClientTimeout(total=total),
+            )
+        except aiohttp.ServerDisconnectedError:
+            if attempt == 1:
+                raise
+    raise AssertionError("unreachable")
+
+
 async def chat_stream(
     session: aiohttp.ClientSession,
     endpoint: str,
@@ -128,11 +152,7 @@ async def chat_stream(
         try:
             # Only the wait for headers sits under this timeout: no yield inside it.
             async with asyncio.timeout(start_limit):
-                resp = await session.post(
-                    f"{endpoint}/v1/chat/completions",
-                    json={**body, "stream": True, "stream_options": {"include_usage": True}},
-                    timeout=aiohttp.ClientTimeout(total=total),
-                )
+                resp = await _post_stream(session, endpoint, body, total)
         except TimeoutError as exc:
             raise EngineUnavailable(
                 endpoint, f"did not accept the call within {start_limit:.1f} s (hung?)"
