@@ -154,6 +154,8 @@ async def chat_stream(
             async with asyncio.timeout(start_limit):
                 resp = await _post_stream(session, endpoint, body, total)
         except TimeoutError as exc:
+            if start_limit >= total:  # the step's whole time ran out first
+                raise EngineUnavailable(endpoint, f"no answer within {timeout_s:.2f} s") from exc
             raise EngineUnavailable(
                 endpoint, f"did not accept the call within {start_limit:.1f} s (hung?)"
             ) from exc
