@@ -125,6 +125,12 @@ async def _offer(
     shares = [CLASSES[n][0] for n in names]
     peak_rss = _rss_mib(gw_pid)
 
+    async def sample_rss() -> None:  # the whole run, arrivals included
+        nonlocal peak_rss
+        while True:
+            peak_rss = max(peak_rss, _rss_mib(gw_pid))
+            await asyncio.sleep(0.5)
+
     async def one(name: str) -> None:
         _, budget, sheddable = CLASSES[name]
         res = results[name]
@@ -152,6 +158,7 @@ async def _offer(
             res.error(f"{r.status_code}: {message[:120]}")
 
     tasks = []
+    sampler = asyncio.create_task(sample_rss())
     start = time.monotonic()
     # Arrival times drawn up front and kept to (a slow loop must not thin the load out);
     # bounded in count and time.
@@ -166,9 +173,9 @@ async def _offer(
         name = names[kind]
         results[name].offered += 1
         tasks.append(asyncio.create_task(one(name)))
-    while not all(t.done() for t in tasks):  # the stragglers, each bounded by its timeout
-        peak_rss = max(peak_rss, _rss_mib(gw_pid))
-        await asyncio.sleep(0.5)
+    if tasks:
+        await asyncio.wait(tasks)  # the stragglers, each bounded by its timeout
+    sampler.cancel()
     return results, peak_rss, time.monotonic() - start
 
 
@@ -206,8 +213,8 @@ def run(
     out: dict[str, Any] = {"engine_slots": SLOTS, "factor": factor, "duration_s": duration_s}
     try:
         capacity = None
-        for variant, routing in VARIANTS.items():
-            cfg = workdir / f"pipeline-{len(out)}.json"
+        for i, (variant, routing) in enumerate(VARIANTS.items()):
+            cfg = workdir / f"pipeline-{i}.json"
             cfg.write_text(
                 _config(engine.url, routing() if routing else None).model_dump_json(by_alias=True)
             )

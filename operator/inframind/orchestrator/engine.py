@@ -116,17 +116,18 @@ async def _post_stream(
     a healthy engine failed.
     """
     payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
-    for attempt in range(2):
-        try:
-            return await session.post(
-                f"{endpoint}/v1/chat/completions",
-                json=payload,
-                timeout=aiohttp.ClientTimeout(total=total),
-            )
-        except aiohttp.ServerDisconnectedError:
-            if attempt == 1:
-                raise
-    raise AssertionError("unreachable")
+
+    def post() -> Any:
+        return session.post(
+            f"{endpoint}/v1/chat/completions",
+            json=payload,
+            timeout=aiohttp.ClientTimeout(total=total),
+        )
+
+    try:
+        return await post()
+    except aiohttp.ServerDisconnectedError:
+        return await post()  # once more; a second failure is the engine's
 
 
 async def chat_stream(
