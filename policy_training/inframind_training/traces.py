@@ -23,6 +23,8 @@ Schema: one JSON object per line, written by the gateway (`--trace-log`) from
         latency_s        float? the call's end-to-end latency
         prompt_tokens, completion_tokens, attempts   int
         error            str?   last error if the step failed
+        started_at       float? Unix time its (last) attempt was sent
+        ttft_s           float? from sending to the engine's first token
 
 Optional, read when present: `arrival_unix_s` (float) lets the arrival rate be
 estimated; without it training keeps its load mix. Lines that do not parse or

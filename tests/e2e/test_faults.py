@@ -20,7 +20,7 @@ from inframind.api.config import PipelineConfig
 from inframind.api.pipeline import PolicySource
 from inframind.localstack.processes import start_gateway, wait_for
 from inframind.vocab import Depth, Topology
-from support.dataplane import get_json, pool
+from support.dataplane import get_json, pool, until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.faults]
 
@@ -56,15 +56,6 @@ def _turns_away(url: str) -> bool:
     return False
 
 
-async def _until(condition, what: str, timeout_s: float = 60) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not await asyncio.to_thread(condition):
-                await asyncio.sleep(0.5)
-    except TimeoutError:
-        pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f} s")
-
-
 async def test_a_hung_engine_is_timed_out_taken_out_and_probed_back_in(engines, gateway):
     hung, healthy = engines["beta"], engines["alpha"]
     gw = gateway(
@@ -96,7 +87,7 @@ async def test_a_hung_engine_is_timed_out_taken_out_and_probed_back_in(engines, 
     finally:
         os.kill(hung.process.pid, signal.SIGCONT)
     # Once it answers a scrape again, the breaker lets calls try it, and a good one closes it.
-    await _until(lambda: _breaker(gw.url, hung.url) != "open", "the breaker to probe")
+    await until(lambda: _breaker(gw.url, hung.url) != "open", "the breaker to probe")
     async with httpx.AsyncClient(base_url=gw.url, timeout=2 * BUDGET_S) as client:
         back = [await _ask(client, i) for i in range(8, 12)]  # round-robin: two go to it
     assert any(s["endpoint"] == hung.url for t in back for s in t["steps"]), back
@@ -117,12 +108,12 @@ async def test_a_gateway_restarted_under_load_drains_its_calls_and_keeps_its_con
     port = urllib.parse.urlsplit(gw.url).port
     async with httpx.AsyncClient(base_url=gw.url, timeout=2 * BUDGET_S) as client:
         in_flight = [asyncio.create_task(_ask(client, i)) for i in range(4)]
-        await _until(lambda: sum(p["inflight"] for p in gw.pools()["pools"]) >= 2, "calls")
+        await until(lambda: sum(p["inflight"] for p in gw.pools()["pools"]) >= 2, "calls")
         # A rolling update: SIGTERM. The gateway stops taking connections and finishes
         # the calls it holds (Kubernetes gives it terminationGracePeriodSeconds).
         gw.process.send_signal(signal.SIGTERM)
         # New clients get a connection error (always safe to retry, on another replica)...
-        await _until(lambda: _turns_away(gw.url), "the gateway to stop taking connections")
+        await until(lambda: _turns_away(gw.url), "the gateway to stop taking connections")
         # ...while the calls it holds still get their answers.
         drained = await asyncio.gather(*in_flight)
     assert all(t["steps"][0]["completion_tokens"] > 0 for t in drained), drained

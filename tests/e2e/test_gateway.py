@@ -17,7 +17,14 @@ import pytest
 from inframind.api.config import PipelineConfig
 from inframind.api.pipeline import Budget, PolicySource
 from inframind.vocab import Depth, Topology
-from support.dataplane import engine_core_pids, engine_metric, flood_engine, get_json, pool
+from support.dataplane import (
+    engine_core_pids,
+    engine_metric,
+    flood_engine,
+    get_json,
+    pool,
+    until,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -132,20 +139,6 @@ def test_config_changes_are_picked_up_without_restart(engines, gateway):
     )
 
 
-async def _engine_gauge(engine, name: str) -> float:
-    return await asyncio.to_thread(engine_metric, engine, name)
-
-
-async def _until(condition, what: str, timeout_s: float = 120, detail=None) -> None:
-    try:
-        async with asyncio.timeout(timeout_s):
-            while not await condition():
-                await asyncio.sleep(0.5)
-    except TimeoutError:
-        extra = f"; {detail()}" if detail else ""
-        pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f} s{extra}")
-
-
 async def test_saturated_pool_gets_no_new_calls(engines, gateway):
     small, alpha = engines["small"], engines["alpha"]
     gw = gateway(
@@ -162,11 +155,11 @@ async def test_saturated_pool_gets_no_new_calls(engines, gateway):
     try:
         # The small engine's KV cache fills and requests queue behind it (its gauges flap
         # under preemption, so wait until one reading shows both).
-        async def saturated() -> bool:
-            waiting = await _engine_gauge(small, "vllm:num_requests_waiting")
-            return waiting >= 1 and await _engine_gauge(small, "vllm:kv_cache_usage_perc") > 0.5
+        def saturated() -> bool:
+            waiting = engine_metric(small, "vllm:num_requests_waiting")
+            return waiting >= 1 and engine_metric(small, "vllm:kv_cache_usage_perc") > 0.5
 
-        await _until(saturated, "the small engine to saturate")
+        await until(saturated, "the small engine to saturate", 120)
         await asyncio.sleep(1.5)  # one scrape interval, so the gateway has seen it
         async with httpx.AsyncClient(base_url=gw.url, timeout=120) as client:
             calls = [
@@ -193,8 +186,11 @@ async def test_saturated_pool_gets_no_new_calls(engines, gateway):
 
 async def _first_tokens(
     client: httpx.AsyncClient, url: str, body: dict, label: str, seen: dict[str, float]
-) -> None:
-    """Stream one chat call; note when its first token (or, if empty, its end) arrived."""
+) -> dict | None:
+    """Stream one chat call; note when its first token (or, if empty, its end) arrived.
+
+    Returns the gateway's trace (its last chunk), or None for a call sent to vLLM."""
+    trace = None
     async with client.stream("POST", url, json={**body, "stream": True}) as r:
         assert r.status_code == 200, await r.aread()
         async for line in r.aiter_lines():
@@ -202,9 +198,11 @@ async def _first_tokens(
                 continue
             chunk = json.loads(line[6:])
             assert "error" not in chunk, chunk
+            trace = chunk.get("inframind", trace)
             choice = chunk["choices"][0]
             if choice["delta"].get("content") or choice["finish_reason"]:
                 seen.setdefault(label, time.monotonic())
+    return trace
 
 
 async def test_earlier_deadlines_are_served_first_on_a_contended_engine(engines, gateway):
@@ -230,7 +228,7 @@ async def test_earlier_deadlines_are_served_first_on_a_contended_engine(engines,
         async def generating() -> bool:
             return all(f"flood-{i}" in started for i in range(2))
 
-        await _until(generating, "the two long requests to hold beta's slots")
+        await until(generating, "the two long requests to hold beta's slots", 120)
         # Freeze beta's scheduler (its API server keeps taking requests), so that every test
         # call is queued before a slot can free, however slow this machine is today; timing
         # the queue-up against the flood instead was flaky on two busy cores.
@@ -253,24 +251,29 @@ async def test_earlier_deadlines_are_served_first_on_a_contended_engine(engines,
             await asyncio.sleep(0.5)
             asked += [ask(f"tight-{i}", 120) for i in range(2)]
 
-            async def all_sent() -> bool:
-                return (await asyncio.to_thread(gw.pools))["pools"][0]["inflight"] == 5
+            def all_sent() -> bool:
+                return gw.pools()["pools"][0]["inflight"] == 5
 
-            await _until(all_sent, "the gateway to send all five calls")
+            await until(all_sent, "the gateway to send all five calls")
             await asyncio.sleep(3)  # beta's API server hands them to the frozen scheduler
         finally:
             for pid in core:
                 os.kill(pid, signal.SIGCONT)
         try:
-            await asyncio.gather(*asked, *floods)
+            traces = await asyncio.gather(*asked)
+            await asyncio.gather(*floods)
         finally:
             await gw_client.aclose()
-    order = sorted(started, key=started.get)
-    assert order[:2] == ["flood-0", "flood-1"] or order[:2] == ["flood-1", "flood-0"], order
+    # When vLLM took each call up: its first token, timed by the gateway. (What the client
+    # sees first can come later: a token may decode to no text yet.)
+    labels = [f"loose-{i}" for i in range(3)] + [f"tight-{i}" for i in range(2)]
+    took_up = {}
+    for label, trace in zip(labels, traces, strict=True):
+        (step,) = trace["steps"]
+        took_up[label] = step["started_at"] + step["ttft_s"]
+    order = sorted(took_up, key=took_up.get)
     # When the long requests end, vLLM takes the earliest deadlines from its queue.
-    assert max(started[f"tight-{i}"] for i in range(2)) < min(
-        started[f"loose-{i}"] for i in range(3)
-    ), order
+    assert sorted(order[:2]) == ["tight-0", "tight-1"], {k: round(took_up[k], 3) for k in order}
 
 
 def test_readyz_and_metrics_report_what_the_gateway_does(engines, gateway):
@@ -316,13 +319,13 @@ async def test_an_engine_killed_mid_load_loses_no_request(engines, gateway, tiny
 
             calls = [asyncio.create_task(ask(i)) for i in range(10)]
 
-            async def victim_busy() -> bool:
+            def victim_busy() -> bool:
                 # The gateway's own count: a CPU engine busy streaming may answer /metrics
                 # only after these short calls are over.
-                pools = (await asyncio.to_thread(gw.pools))["pools"]
+                pools = gw.pools()["pools"]
                 return next(p["inflight"] for p in pools if p["name"] == "pool-victim") >= 2
 
-            await _until(victim_busy, "calls in flight on the victim", 60)
+            await until(victim_busy, "calls in flight on the victim", 60)
             kill_engine(victim)  # SIGKILL to its process group: no goodbye, sockets reset
             async with asyncio.timeout(170):  # nothing hangs
                 answers = await asyncio.gather(*calls)

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from inframind.api.config import PipelineConfig, PoolConfig
 from inframind.localstack.engines import Engine
@@ -28,6 +32,37 @@ def pool(engine: Engine, **profile: Any) -> PoolConfig:
 def get_json(url: str, timeout: float = 5.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.loads(resp.read())
+
+
+async def until(
+    condition: Callable[[], Any],
+    what: str,
+    timeout_s: float = 60,
+    every_s: float = 0.25,
+    detail: Callable[[], str] | None = None,
+) -> None:
+    """Poll `condition` (sync: run in a thread; or async) until it is true.
+
+    A poll that fails to connect or times out (a gateway or engine too busy on two
+    shared cores to answer within its HTTP timeout) means "not yet", not "gave up":
+    only the deadline ends the wait, and the failure names the last such error."""
+    deadline = time.monotonic() + timeout_s
+    last_error: Exception | None = None
+    while True:
+        try:
+            if inspect.iscoroutinefunction(condition):
+                ok = await condition()
+            else:
+                ok = await asyncio.to_thread(condition)
+            if ok:
+                return
+        except OSError as exc:  # urllib's URLError and socket timeouts are OSErrors
+            last_error = exc
+        if time.monotonic() >= deadline:
+            extra = f"; last poll failed: {last_error!r}" if last_error else ""
+            extra += f"; {detail()}" if detail else ""
+            pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f} s{extra}")
+        await asyncio.sleep(every_s)
 
 
 def engine_metric(engine: Engine, name: str) -> float:

@@ -303,3 +303,28 @@ async def test_a_connection_the_engine_dropped_before_answering_is_retried_once(
         assert result.text == "4" and calls == 2
     finally:
         await runner.cleanup()
+
+
+async def test_time_to_first_token_counts_a_token_that_has_no_text_yet():
+    """vLLM's role chunk comes with the first token; text may follow much later (a token
+    that decodes to half a character). The engine took the call up at the first chunk."""
+    from inframind.orchestrator.engine import chat
+
+    async def slow_text_engine(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        role = {"choices": [{"delta": {"role": "assistant", "content": ""}}]}
+        await resp.write(f"data: {json.dumps(role)}\n\n".encode())
+        await asyncio.sleep(0.5)
+        text = {"choices": [{"delta": {"content": "4"}, "finish_reason": "stop"}]}
+        await resp.write(f"data: {json.dumps(text)}\n\ndata: [DONE]\n\n".encode())
+        return resp
+
+    runner, url = await _loopback_server("POST", "/v1/chat/completions", slow_text_engine)
+    try:
+        async with ClientSession() as session:
+            result = await chat(session, url, {"model": "m", "messages": []}, timeout_s=10)
+    finally:
+        await runner.cleanup()
+    assert result.text == "4"
+    assert result.ttft_s is not None and result.ttft_s < result.latency_s - 0.4

@@ -172,11 +172,13 @@ async def chat_stream(
                 chunk = json.loads(payload)
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
+                    if ttft is None:
+                        # vLLM sends its first chunk (the role) with the first token, which
+                        # may decode to no text yet: that is when the engine took the call up.
+                        ttft = time.perf_counter() - started
                     delta = (choice.get("delta") or {}).get("content")
                     finish = choice.get("finish_reason") or finish
                     if delta:
-                        if ttft is None:
-                            ttft = time.perf_counter() - started
                         parts.append(delta)
                         yield delta
     except (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError) as exc:

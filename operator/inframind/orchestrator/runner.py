@@ -87,6 +87,8 @@ class StepTrace:
     completion_tokens: int = 0
     attempts: int = 0
     error: str | None = None
+    started_at: float | None = None  # Unix time the (last) attempt was sent
+    ttft_s: float | None = None  # from sending to the engine's first token
 
 
 @dataclass(slots=True)
@@ -300,6 +302,7 @@ class Runner:
             timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
             start_timeout = max(START_TIMEOUT_S, START_TIMEOUT_SHARE * timeout)
             self.view.endpoints.acquire(endpoint)
+            step_trace.started_at = round(time.time(), 4)
             try:
                 if on_delta is None:
                     result = await chat(self.session, endpoint, body, timeout, start_timeout)
@@ -340,6 +343,7 @@ class Runner:
                 choice.pool, result.latency_s, result.completion_tokens, result.ttft_s
             )
             step_trace.latency_s = round(result.latency_s, 4)
+            step_trace.ttft_s = None if result.ttft_s is None else round(result.ttft_s, 4)
             step_trace.prompt_tokens = result.prompt_tokens
             step_trace.completion_tokens = result.completion_tokens
             step_trace.error = None
