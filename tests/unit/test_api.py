@@ -48,6 +48,7 @@ def _error(model, spec) -> str:
         ({"model": "m", "endpoints": ["http://a", "http://a"]}, "same URL twice"),
         ({"model": "m", "managed": {}, "endpoints": ["http://a"]}, "not both"),
         ({"model": "m", "managed": {"replicaz": 2}}, "Extra inputs"),
+        ({"model": "m", "managed": {}, "maxNumSeqs": 8}, "set spec.managed.engine.maxNumSeqs"),
         (
             {"model": "m", "managed": {"engine": {"extraArgs": ["--port=1"]}}},
             "which the operator owns",

@@ -205,11 +205,16 @@ def test_gateway_reads_its_token_from_the_secret_and_its_config_from_the_configm
 
 
 def test_gateway_config_tells_a_managed_pools_batch_slots_to_the_gateway() -> None:
-    spec = AgentPipelineSpec.model_validate({"pools": ["managed", "external"]})
+    spec = AgentPipelineSpec.model_validate({"pools": ["managed", "external", "declared"]})
     managed_spec = {"model": "m", "managed": {"engine": {"maxNumSeqs": 4}}}
-    pools = [pool_obj("managed", spec=managed_spec), pool_obj("external")]
+    declared_spec = {"model": "m", "endpoints": ["http://vllm-2:8000"], "maxNumSeqs": 6}
+    pools = [
+        pool_obj("managed", spec=managed_spec),
+        pool_obj("external"),
+        pool_obj("declared", spec=declared_spec),
+    ]
     config = r.build_pipeline_config("chat", "ml", spec, pools)
-    assert [p.get("maxNumSeqs") for p in config["pools"]] == [4, None]
+    assert [p.get("maxNumSeqs") for p in config["pools"]] == [4, None, 6]
     # The gateway's occupancy and latency estimates count those slots, not a guess.
     profiles = [profile_from_config(PoolConfig.model_validate(p)) for p in config["pools"]]
-    assert [p.max_running for p in profiles] == [4, DEFAULT_MAX_RUNNING]
+    assert [p.max_running for p in profiles] == [4, DEFAULT_MAX_RUNNING, 6]

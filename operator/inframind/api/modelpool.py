@@ -145,7 +145,12 @@ class ModelPoolSpec(CamelModel):
                     "rule": "has(self.managed) != has(self.endpoints)",
                     "message": "set exactly one of spec.managed (operator runs vLLM) "
                     "or spec.endpoints (existing servers)",
-                }
+                },
+                {
+                    "rule": "!has(self.managed) || !has(self.maxNumSeqs)",
+                    "message": "spec.maxNumSeqs describes external servers; for a managed "
+                    "pool set spec.managed.engine.maxNumSeqs",
+                },
             ]
         }
     )
@@ -170,6 +175,13 @@ class ModelPoolSpec(CamelModel):
     # Engines must run --scheduling-policy priority for EDF to take effect;
     # external pools declare whether theirs do.
     priority_scheduling_enabled: bool = True
+    max_num_seqs: int | None = Field(
+        default=None,
+        ge=1,
+        le=4096,
+        description="External mode: the servers' --max-num-seqs (sequences each runs at "
+        "once; default 32). Managed pools take it from managed.engine.maxNumSeqs",
+    )
 
     @model_validator(mode="after")
     def _exactly_one_mode(self) -> ModelPoolSpec:
@@ -190,6 +202,11 @@ class ModelPoolSpec(CamelModel):
             )
         if self.endpoints is not None and len(set(self.endpoints)) != len(self.endpoints):
             raise ValueError("spec.endpoints lists the same URL twice; remove the duplicate")
+        if self.managed is not None and self.max_num_seqs is not None:
+            raise ValueError(
+                "spec.maxNumSeqs describes external servers; for a managed pool set "
+                "spec.managed.engine.maxNumSeqs, which the operator passes to vLLM"
+            )
         return self
 
     @property

@@ -487,7 +487,9 @@ def build_pipeline_config(
                 endpoints=endpoints,
                 priority_scheduling_enabled=parsed.priority_scheduling_enabled,
                 profile=parsed.profile,
-                max_num_seqs=parsed.managed.engine.max_num_seqs if parsed.managed else None,
+                max_num_seqs=parsed.managed.engine.max_num_seqs
+                if parsed.managed
+                else parsed.max_num_seqs,
                 routes={u: r for u, r in routes.items() if u in endpoints},
             )
         )

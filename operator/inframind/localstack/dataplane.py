@@ -104,6 +104,7 @@ def manifests(engines: list[Engine]) -> str:
                     "model": "tiny-random-llama",
                     "servedModelName": e.spec.name,
                     "endpoints": [e.url],
+                    "maxNumSeqs": e.spec.max_num_seqs,
                     "profile": {"quality": QUALITY[e.spec.name]},
                 },
             }
