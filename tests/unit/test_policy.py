@@ -9,6 +9,7 @@ import pytest
 
 from inframind.api.pipeline import HeuristicName, PolicySource
 from inframind.policy.base import Limits
+from inframind.policy.estimate import latency_table
 from inframind.policy.features import (
     EXECUTOR_ACTIONS,
     EXECUTOR_FEATURES,
@@ -97,6 +98,21 @@ def test_budget_greedy_avoids_a_saturated_pool():
     plan = policy.decide(snap, _query(20))
     choice = policy.choose(snap, StepContext(_query(20), plan, 0, 0, plan.waves[0][0], 0.0))
     assert choice.pool == 1
+
+
+def test_a_full_kv_cache_with_a_queue_is_predicted_to_make_new_calls_wait():
+    # Both engines could batch 32 sequences; one runs 3 and queues 10 because its KV cache
+    # is full, the other runs 13 and queues nothing.
+    kv_bound = PoolLoad(waiting=10, running=3, kv_usage=0.85)
+    roomy = PoolLoad(waiting=0, running=13, kv_usage=0.4)
+    lat = latency_table(_snapshot([0.8, 0.8], [kv_bound, roomy]), _query())
+    # A new call waits behind the 10 at the pace of 3 running: several service times.
+    assert all(a > b + 10 for a, b in zip(lat[0], lat[1], strict=True)), lat
+    # The same queue with room in the cache is a transient (calls between two engine
+    # steps): no such wait.
+    passing = PoolLoad(waiting=10, running=3, kv_usage=0.3)
+    calm = latency_table(_snapshot([0.8, 0.8], [passing, roomy]), _query())
+    assert all(a < b + 1 for a, b in zip(calm[0], calm[1], strict=True)), calm
 
 
 def test_budget_greedy_spends_a_large_budget_on_a_richer_plan():

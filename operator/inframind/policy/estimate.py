@@ -21,6 +21,9 @@ from .types import DEPTHS, TASK_INDEX, ClusterSnapshot, Plan, PoolProfile, Query
 STALE_OCCUPANCY = 0.75
 # Above this KV usage, new sequences risk preemption; their latency is inflated.
 KV_PRESSURE = 0.9
+# At or above this KV usage with requests waiting, the cache (not the batch cap) is what
+# holds new requests back. Below KV_PRESSURE: vLLM's gauge flaps under preemption.
+KV_BOUND = 0.75
 
 
 class _ProfileArrays:
@@ -83,6 +86,11 @@ def latency_table(snapshot: ClusterSnapshot, query: Query) -> list[list[float]]:
             occupancy = max(occupancy, STALE_OCCUPANCY * cap)
         tpot = tpot0 + slope * min(occupancy, cap) / replicas
         ttft = ttft0 * prompt_factor
+        # An engine whose KV cache is full and requests wait admits no more than it runs
+        # now, however far below its batch cap that is (a small cache fills first): its
+        # running count, not the profile's cap, is its capacity until the cache drains.
+        if ld.waiting > 0 and ld.kv_usage >= KV_BOUND and 0 < ld.running < cap:
+            cap = ld.running
         # Requests beyond capacity wait for the batch to drain at its mean service time.
         queueing = max(0.0, occupancy + 1 - cap) / cap * (ttft0 + tokens_mean[t] * tpot)
         # The pool's recent per-call latency carries what the profile cannot know (engines
