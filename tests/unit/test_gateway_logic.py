@@ -109,8 +109,10 @@ async def _metrics_server(handler) -> tuple[web.AppRunner, str]:
     return await _loopback_server("GET", "/metrics", handler)
 
 
-async def _loopback_server(method: str, path: str, handler) -> tuple[web.AppRunner, str]:
-    app = web.Application()
+async def _loopback_server(
+    method: str, path: str, handler, max_body: int = 2**20
+) -> tuple[web.AppRunner, str]:
+    app = web.Application(client_max_size=max_body)
     app.router.add_route(method, path, handler)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -328,3 +330,64 @@ async def test_time_to_first_token_counts_a_token_that_has_no_text_yet():
         await runner.cleanup()
     assert result.text == "4"
     assert result.ttft_s is not None and result.ttft_s < result.latency_s - 0.4
+
+
+async def test_a_connection_reset_while_sending_the_request_is_retried_once():
+    """aiohttp's "Can not write request body" / "Connection reset" is an OS error while
+    the request goes out: the engine never had it whole, so it is safe to send again."""
+    from inframind.orchestrator.engine import chat
+
+    calls = 0
+
+    async def resetting_engine(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            request.transport.abort()  # RST while the client still writes its body
+            return web.Response()
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        delta = {"choices": [{"delta": {"content": "4"}, "finish_reason": "stop"}]}
+        await resp.write(f"data: {json.dumps(delta)}\n\ndata: [DONE]\n\n".encode())
+        return resp
+
+    runner, url = await _loopback_server(
+        "POST", "/v1/chat/completions", resetting_engine, max_body=16 * 2**20
+    )
+    long_prompt = [{"role": "user", "content": "x" * 8_000_000}]  # still sending at the RST
+    try:
+        async with ClientSession() as session:
+            result = await chat(session, url, {"model": "m", "messages": long_prompt}, 10)
+        assert result.text == "4" and calls == 2
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_whole_answer_is_asked_for_in_one_piece_after_its_first_token():
+    from inframind.orchestrator.engine import chat, chat_stream
+
+    bodies: list[dict] = []
+
+    async def engine(request: web.Request) -> web.StreamResponse:
+        bodies.append(await request.json())
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        delta = {"choices": [{"delta": {"content": "4"}, "finish_reason": "stop"}]}
+        await resp.write(f"data: {json.dumps(delta)}\n\ndata: [DONE]\n\n".encode())
+        return resp
+
+    runner, url = await _loopback_server("POST", "/v1/chat/completions", engine)
+    body = {"model": "m", "messages": [], "max_tokens": 300}
+    try:
+        async with ClientSession() as session:
+            await chat(session, url, body, timeout_s=10)
+            async for _ in chat_stream(session, url, body, timeout_s=10):
+                pass
+    finally:
+        await runner.cleanup()
+    collected, relayed = bodies
+    # Collected calls: one SSE event for the first token, then the rest at once.
+    assert collected["stream"] is True and collected["stream_interval"] == 300
+    # Calls relayed to a streaming client keep vLLM's token-by-token pace.
+    assert "stream_interval" not in relayed

@@ -97,6 +97,11 @@ async def chat(
     `start_timeout_s` instead of eating the step's whole budget (a plain response's
     headers come only with the answer). It also measures the time to first token.
     """
+    # The whole answer is wanted at once: vLLM's per-request `stream_interval` sends the
+    # first token at once (TTFT, a sign of life) and then the rest in one piece, instead of
+    # one SSE event per token for its API server to write and this process to parse, on
+    # CPUs the engines need. Servers without the field ignore it.
+    body = {**body, "stream_interval": max(1, int(body.get("max_tokens") or 1))}
     result: CallResult | None = None
     async for item in chat_stream(session, endpoint, body, timeout_s, start_timeout_s):
         if isinstance(item, CallResult):
@@ -110,10 +115,11 @@ async def _post_stream(
 ) -> aiohttp.ClientResponse:
     """POST the streamed call and return once the engine sends headers.
 
-    A pooled keep-alive connection that the engine closed while it sat idle fails at once
-    with "Server disconnected", before the engine saw anything; that is retried once on a
-    new connection here (the killed-engine e2e test lost a call to it), rather than marking
-    a healthy engine failed.
+    A pooled keep-alive connection that the engine closed while it sat idle fails at once,
+    before the engine saw a whole request: "Server disconnected", or "Can not write request
+    body" (an OS error while sending). That is retried once on a new connection here (the
+    killed-engine e2e test and the demo lost calls to both), rather than marking a healthy
+    engine failed. A refused connection is not retried: nothing stale about it.
     """
     payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
 
@@ -126,7 +132,9 @@ async def _post_stream(
 
     try:
         return await post()
-    except aiohttp.ServerDisconnectedError:
+    except aiohttp.ClientConnectorError:
+        raise
+    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
         return await post()  # once more; a second failure is the engine's
 
 
