@@ -391,3 +391,15 @@ async def test_a_whole_answer_is_asked_for_in_one_piece_after_its_first_token():
     assert collected["stream"] is True and collected["stream_interval"] == 300
     # Calls relayed to a streaming client keep vLLM's token-by-token pace.
     assert "stream_interval" not in relayed
+
+
+def test_a_calls_queueing_is_not_charged_to_the_pools_decoding_speed():
+    from inframind.telemetry.snapshot import _Speed
+
+    speed = _Speed()
+    for _ in range(10):  # warm: 0.1 s to first token, 100 tokens at 10 ms
+        speed.observe(1.1, 100, 0.1)
+    # One call queued 5 s before its first token, then decoded at the same pace.
+    speed.observe(6.0, 100, 5.0)
+    assert speed.tpot_s == pytest.approx(0.01, rel=0.01)
+    assert speed.ttft_s > 0.9  # the queueing shows where it belongs

@@ -70,7 +70,10 @@ class _Speed:
         if ttft_s is not None:
             self.ttft_s += alpha * (ttft_s - self.ttft_s)
         if completion_tokens > 0:
-            per_token = max(latency_s - self.ttft_s, 0.0) / completion_tokens
+            # This call's own wait for its first token, when known: the average would
+            # charge one call's queueing to the next one's decoding speed.
+            first = self.ttft_s if ttft_s is None else ttft_s
+            per_token = max(latency_s - first, 0.0) / completion_tokens
             self.tpot_s += alpha * (per_token - self.tpot_s)
 
 
