@@ -717,6 +717,8 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
         factory=dict, init=False
     )
     _rv: int = attrs.field(default=1, init=False)
+    # The resourceVersion a saved state was restored at: no event log reaches back past it.
+    _restored_rv: int = attrs.field(default=0, init=False)
     _logs: dict[tuple[str, str], collections.deque[tuple[int, str, dict[str, Any]]]] = attrs.field(
         factory=lambda: collections.defaultdict(lambda: collections.deque(maxlen=EVENT_LOG_SIZE)),
         init=False,
@@ -777,6 +779,36 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
             if resource.lower() in names:
                 return rt
         raise KeyError(f"no resource type {resource!r} is served; load its CRD first")
+
+    # ---------------------------------------------------------------- persistence
+
+    def save_state(self, path: str | os.PathLike[str]) -> None:
+        """Write every object and the resourceVersion counter (etcd's part in a restart)."""
+        objects = [
+            [list(key), obj]
+            # CRDs first, so that a restore can serve their kinds before their objects.
+            for key in sorted(self._store, key=lambda k: k != CRD_KEY)
+            for obj in self._store[key].values()
+        ]
+        target = pathlib.Path(path)
+        tmp = target.with_suffix(target.suffix + ".tmp")
+        tmp.write_text(json.dumps({"resourceVersion": self._rv, "objects": objects}))
+        tmp.replace(target)
+
+    def load_state(self, path: str | os.PathLike[str]) -> None:
+        """Serve what `save_state` wrote, as an API server does from etcd after a restart:
+        same objects, uids and resourceVersions; watches resumed from before it get 410."""
+        state = json.loads(pathlib.Path(path).read_text())
+        self._store.clear()
+        self._uids.clear()
+        for key, obj in state["objects"]:
+            key = tuple(key)
+            if key == CRD_KEY:
+                self.register(resource_type_from_crd(obj))
+            meta = obj["metadata"]
+            self._store[key][(meta.get("namespace"), meta["name"])] = obj
+            self._uids[meta["uid"]] = (key, meta.get("namespace"), meta["name"])
+        self._rv = self._restored_rv = int(state["resourceVersion"])
 
     # ---------------------------------------------------------------- reading
 
@@ -1482,7 +1514,9 @@ class InfraMindEmulator(kmock.KubernetesEmulator):
                 raise ApiError.bad_request(f"invalid resourceVersion {since!r}") from None
             log = self._logs[rt.key]
             # Resuming needs every event after `since`; if the log was trimmed, say 410 Gone.
-            expired = len(log) == log.maxlen and log[0][0] > since_rv + 1
+            expired = (len(log) == log.maxlen and log[0][0] > since_rv + 1) or (
+                since_rv < self._restored_rv  # from before a restart: the log is gone
+            )
             backlog = [(t, o) for rv, t, o in log if rv > since_rv]
 
         response = aiohttp.web.StreamResponse(
@@ -1936,9 +1970,15 @@ async def serve_emulator(
     *,
     ready_deployments: bool = False,
     emulator: InfraMindEmulator | None = None,
+    state_path: str | os.PathLike[str] | None = None,
 ) -> AsyncIterator[ServingInfo]:
-    """Serve an emulator on 127.0.0.1:port (0 picks a free port) in the running event loop."""
+    """Serve an emulator on 127.0.0.1:port (0 picks a free port) in the running event loop.
+
+    With `state_path`, objects survive a restart: read from it at start when it exists,
+    written to it at a clean stop."""
     emu = emulator or InfraMindEmulator(ready_deployments=ready_deployments)
+    if state_path is not None and pathlib.Path(state_path).exists():
+        emu.load_state(state_path)
     emu.load_crds(crds)
     async with emu:
         # No access log: kopf and kubectl poll, and per-request lines drown test output.
@@ -1957,6 +1997,8 @@ async def serve_emulator(
         finally:
             emu.close_watches()
             await runner.cleanup()
+            if state_path is not None:
+                emu.save_state(state_path)
 
 
 class EmulatorHandle:
@@ -1970,8 +2012,9 @@ class EmulatorHandle:
         *,
         ready_deployments: bool = False,
         start_timeout: float = 10.0,
+        state_path: str | os.PathLike[str] | None = None,
     ) -> None:
-        self._args = (port, list(crds), kubeconfig_path, ready_deployments)
+        self._args = (port, list(crds), kubeconfig_path, ready_deployments, state_path)
         self._ready = threading.Event()
         self._error: BaseException | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -1992,11 +2035,15 @@ class EmulatorHandle:
             self._ready.set()
 
     async def _main(self) -> None:
-        port, crds, kubeconfig_path, ready_deployments = self._args
+        port, crds, kubeconfig_path, ready_deployments, state_path = self._args
         self._loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
         async with serve_emulator(
-            port, crds, kubeconfig_path, ready_deployments=ready_deployments
+            port,
+            crds,
+            kubeconfig_path,
+            ready_deployments=ready_deployments,
+            state_path=state_path,
         ) as info:
             self._info = info
             self._ready.set()
@@ -2064,6 +2111,7 @@ def run_emulator(
     *,
     ready_deployments: bool = False,
     start_timeout: float = 10.0,
+    state_path: str | os.PathLike[str] | None = None,
 ) -> EmulatorHandle:
     """Start an emulator in a background thread; use as `with run_emulator(...) as emu:`."""
     return EmulatorHandle(
@@ -2072,6 +2120,7 @@ def run_emulator(
         kubeconfig_path,
         ready_deployments=ready_deployments,
         start_timeout=start_timeout,
+        state_path=state_path,
     )
 
 
@@ -2082,7 +2131,11 @@ async def _serve_forever(args: argparse.Namespace) -> None:
         loop.add_signal_handler(sig, stop.set)
     crds = [args.crds] if args.crds else []
     async with serve_emulator(
-        args.port, crds, args.kubeconfig, ready_deployments=args.ready_deployments
+        args.port,
+        crds,
+        args.kubeconfig,
+        ready_deployments=args.ready_deployments,
+        state_path=args.state,
     ) as info:
         served = sorted(rt.qualified for rt in info.emulator._types.values() if rt.custom)
         print(
@@ -2106,6 +2159,10 @@ def main(argv: list[str] | None = None) -> int:
         "--ready-deployments",
         action="store_true",
         help="mark Deployments ready as soon as they change (a fake kubelet)",
+    )
+    parser.add_argument(
+        "--state",
+        help="keep objects across restarts in this JSON file (read at start, written at stop)",
     )
     parser.add_argument("--log-level", default="WARNING")
     args = parser.parse_args(argv)
