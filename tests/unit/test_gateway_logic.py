@@ -403,3 +403,40 @@ def test_a_calls_queueing_is_not_charged_to_the_pools_decoding_speed():
     speed.observe(6.0, 100, 5.0)
     assert speed.tpot_s == pytest.approx(0.01, rel=0.01)
     assert speed.ttft_s > 0.9  # the queueing shows where it belongs
+
+
+async def test_a_call_that_outruns_its_budget_on_a_live_engine_leaves_it_in_routing():
+    """Slow for one budget is not broken: the step fails (or goes elsewhere), but the
+    breaker stays closed, or a burst of tight budgets would empty the routing table."""
+    import time
+
+    from inframind.orchestrator.runner import PipelineFailed, Runner
+    from inframind.policy.types import Query
+
+    async def slow_engine(request: web.Request) -> web.StreamResponse:
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)  # accepted: headers sent, as vLLM does at once
+        role = {"choices": [{"delta": {"role": "assistant", "content": ""}}]}
+        await resp.write(f"data: {json.dumps(role)}\n\n".encode())
+        await asyncio.sleep(4)  # still generating when the 2 s step timeout fires
+        return resp
+
+    runner, url = await _loopback_server("POST", "/v1/chat/completions", slow_engine)
+    try:
+        endpoints = Endpoints(open_for_s=60.0, failures_to_open=1)
+        view = LiveView(EngineScraper([url], interval_s=1.0, timeout_s=1.0), endpoints)
+        view.configure(
+            PipelineConfig(
+                pipeline="p",
+                pools=[PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])],
+            )
+        )
+        async with ClientSession() as session:
+            pipeline = Runner("p", session, view, BudgetGreedy())
+            query = Query(id=1, task=TaskFamily.MATH, budget_s=0.5, arrival_s=time.time())
+            plan = build_plan(Topology.SINGLE)
+            with pytest.raises(PipelineFailed, match="not finished within"):
+                await pipeline.run(query, [{"role": "user", "content": "2+2?"}], plan)
+        assert endpoints.state(url) == "closed"
+    finally:
+        await runner.cleanup()

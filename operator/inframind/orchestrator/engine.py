@@ -28,6 +28,13 @@ class EngineUnavailable(EngineError):
     """The engine could not answer (down, overloaded, too slow): another endpoint may."""
 
 
+class TooSlow(EngineUnavailable):
+    """The engine took the call but had not finished it when the step's time ran out.
+
+    Alive, only slow for this budget: the step may go elsewhere, but it is no sign of a
+    broken engine, and it must not take the engine out of routing for everyone."""
+
+
 class EngineRejected(EngineError):
     """The engine refused the request as invalid (4xx): retrying elsewhere will not help."""
 
@@ -157,6 +164,7 @@ async def chat_stream(
     finish: str | None = None
     total = max(timeout_s, 0.05)
     start_limit = total if start_timeout_s is None else min(start_timeout_s, total)
+    accepted = False
     try:
         try:
             # Only the wait for headers sits under this timeout: no yield inside it.
@@ -170,6 +178,7 @@ async def chat_stream(
             ) from exc
         async with resp:
             await _raise_for(resp, endpoint)
+            accepted = True
             async for raw in resp.content:
                 line = raw.decode("utf-8", "replace").strip()
                 if not line.startswith("data:"):
@@ -192,6 +201,8 @@ async def chat_stream(
     except (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError) as exc:
         raise EngineUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
     except TimeoutError as exc:
+        if accepted:
+            raise TooSlow(endpoint, f"not finished within {timeout_s:.2f} s") from exc
         raise EngineUnavailable(endpoint, f"no answer within {timeout_s:.2f} s") from exc
     except aiohttp.ClientPayloadError as exc:
         # The stream broke off mid-answer (an engine killed while streaming).

@@ -30,6 +30,7 @@ from .engine import (
     EngineError,
     EngineRejected,
     EngineUnavailable,
+    TooSlow,
     build_request,
     chat,
     chat_stream,
@@ -319,7 +320,8 @@ class Runner:
                     assert result is not None
             except EngineUnavailable as exc:
                 log.warning("%s step %d/%d: %s", trace.id, wave, slot, exc)
-                self.view.endpoints.failed(endpoint)
+                if not isinstance(exc, TooSlow):  # slow for this budget is not broken
+                    self.view.endpoints.failed(endpoint)
                 failed_endpoints.append(endpoint)
                 last_error = exc
                 step_trace.error = str(exc)

@@ -9,6 +9,7 @@ marked stale; the policy's estimate treats them pessimistically.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from ..api.modelpool import ModelProfile
 from ..policy.types import DEPTHS, TASKS, ClusterSnapshot, PoolLoad, PoolProfile
 from .prometheus import PrometheusSource
 from .scrape import EndpointLoad, EngineScraper
+
+log = logging.getLogger(__name__)
 
 # Neutral priors for a pool whose ModelPool gives no profile: depth costs and
 # gains in the direction of ACCURACY.md section B, magnitudes deliberately mild.
@@ -125,8 +128,11 @@ class Endpoints:
         if n >= self.failures_to_open or self.inflight.get(url, 0) == 0:
             extra = max(0, n - self.failures_to_open)
             now = time.monotonic()
+            period = min(self.open_for_s * 2**extra, MAX_OPEN_S)
+            if self.state(url) != "open":
+                log.warning("%s out of routing for %.0f s after %d failed call(s)", url, period, n)
             self._opened_at[url] = now
-            self._open_until[url] = now + min(self.open_for_s * 2**extra, MAX_OPEN_S)
+            self._open_until[url] = now + period
 
     def state(self, url: str) -> str:
         """ "closed" (in routing), "open" (out of it) or "probing" (let back in on trial)."""
