@@ -52,6 +52,12 @@ def _owned(cp: ControlPlane, ns: str) -> dict[str, dict[str, str]]:
     return found
 
 
+def _chat_config(cp: ControlPlane, ns: str) -> dict:
+    """The pipeline config the operator wrote for the `chat` pipeline's gateway."""
+    cm = cp.read("ConfigMap", ns, "inframind-gw-chat") or {}
+    return json.loads((cm.get("data") or {}).get("pipeline.json") or "{}")
+
+
 def test_a_restarted_operator_resumes_without_duplicates_or_orphans(own_control_plane, tmp_path):
     cp, ns = own_control_plane, "default"
     cp.kubectl("apply", "-n", ns, "-f", str(ROOT / "manifests" / "examples"))
@@ -70,12 +76,8 @@ def test_a_restarted_operator_resumes_without_duplicates_or_orphans(own_control_
     cp.operator_log = tmp_path / "operator-2.log"
     cp.wait(lambda: "vllm-llama-3b" in _owned(cp, ns)["Service"], "the lost Service back", 60)
 
-    def chat_config() -> dict:
-        cm = cp.read("ConfigMap", ns, "inframind-gw-chat") or {}
-        return json.loads((cm.get("data") or {}).get("pipeline.json") or "{}")
-
     cp.wait(
-        lambda: chat_config().get("budget", {}).get("defaultSeconds") == 7,
+        lambda: _chat_config(cp, ns).get("budget", {}).get("defaultSeconds") == 7,
         "the change made while down",
         60,
     )
@@ -141,12 +143,8 @@ def test_an_api_server_restart_is_ridden_out_and_reconcile_resumes(tmp_path):
         cp.kubectl("patch", "agentpipeline", "chat", "-n", ns, "--type", "merge",
                    "-p", json.dumps({"spec": {"budget": {"defaultSeconds": 9}}}))  # fmt: skip
 
-        def chat_config() -> dict:
-            cm = cp.read("ConfigMap", ns, "inframind-gw-chat") or {}
-            return json.loads((cm.get("data") or {}).get("pipeline.json") or "{}")
-
         cp.wait(
-            lambda: chat_config().get("budget", {}).get("defaultSeconds") == 9,
+            lambda: _chat_config(cp, ns).get("budget", {}).get("defaultSeconds") == 9,
             "a change made after the restart to reach the gateway config",
             90,
         )

@@ -121,6 +121,21 @@ async def _loopback_server(
     return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
 
 
+async def _sse(request: web.Request, *chunks: dict, done: bool = True) -> web.StreamResponse:
+    """Answer as vLLM streams: headers at once (the call is accepted), one event per chunk."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+    await resp.prepare(request)
+    for chunk in chunks:
+        await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    if done:
+        await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
+ROLE = {"choices": [{"delta": {"role": "assistant", "content": ""}}]}
+FOUR = {"choices": [{"delta": {"content": "4"}, "finish_reason": "stop"}]}
+
+
 async def test_an_engine_too_busy_to_answer_metrics_keeps_its_last_load():
     """A saturated CPU engine can take longer than the scrape timeout to serve /metrics: its
     last values stay (flagged stale), so it does not suddenly look less busy than a pool
@@ -265,10 +280,8 @@ async def test_an_answer_that_breaks_off_mid_stream_is_retryable_not_a_crash():
     from inframind.orchestrator.engine import EngineUnavailable, chat
 
     async def dying_engine(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
         delta = {"choices": [{"delta": {"content": "The answer is"}, "finish_reason": None}]}
-        await resp.write(f"data: {json.dumps(delta)}\n\n".encode())
+        resp = await _sse(request, delta, done=False)
         request.transport.close()  # killed mid-answer: the chunked body never ends
         return resp
 
@@ -292,11 +305,7 @@ async def test_a_connection_the_engine_dropped_before_answering_is_retried_once(
         if calls == 1:
             request.transport.close()  # as an idle keep-alive connection closed under us
             return web.Response()
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        delta = {"choices": [{"delta": {"content": "4"}, "finish_reason": "stop"}]}
-        await resp.write(f"data: {json.dumps(delta)}\n\ndata: [DONE]\n\n".encode())
-        return resp
+        return await _sse(request, FOUR)
 
     runner, url = await _loopback_server("POST", "/v1/chat/completions", flaky_engine)
     try:
@@ -313,13 +322,9 @@ async def test_time_to_first_token_counts_a_token_that_has_no_text_yet():
     from inframind.orchestrator.engine import chat
 
     async def slow_text_engine(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        role = {"choices": [{"delta": {"role": "assistant", "content": ""}}]}
-        await resp.write(f"data: {json.dumps(role)}\n\n".encode())
+        resp = await _sse(request, ROLE, done=False)
         await asyncio.sleep(0.5)
-        text = {"choices": [{"delta": {"content": "4"}, "finish_reason": "stop"}]}
-        await resp.write(f"data: {json.dumps(text)}\n\ndata: [DONE]\n\n".encode())
+        await resp.write(f"data: {json.dumps(FOUR)}\n\ndata: [DONE]\n\n".encode())
         return resp
 
     runner, url = await _loopback_server("POST", "/v1/chat/completions", slow_text_engine)
@@ -346,11 +351,7 @@ async def test_a_connection_reset_while_sending_the_request_is_retried_once():
             request.transport.abort()  # RST while the client still writes its body
             return web.Response()
         await request.read()
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        delta = {"choices": [{"delta": {"content": "4"}, "finish_reason": "stop"}]}
-        await resp.write(f"data: {json.dumps(delta)}\n\ndata: [DONE]\n\n".encode())
-        return resp
+        return await _sse(request, FOUR)
 
     runner, url = await _loopback_server(
         "POST", "/v1/chat/completions", resetting_engine, max_body=16 * 2**20
@@ -371,11 +372,7 @@ async def test_a_whole_answer_is_asked_for_in_one_piece_after_its_first_token():
 
     async def engine(request: web.Request) -> web.StreamResponse:
         bodies.append(await request.json())
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)
-        delta = {"choices": [{"delta": {"content": "4"}, "finish_reason": "stop"}]}
-        await resp.write(f"data: {json.dumps(delta)}\n\ndata: [DONE]\n\n".encode())
-        return resp
+        return await _sse(request, FOUR)
 
     runner, url = await _loopback_server("POST", "/v1/chat/completions", engine)
     body = {"model": "m", "messages": [], "max_tokens": 300}
@@ -414,10 +411,7 @@ async def test_a_call_that_outruns_its_budget_on_a_live_engine_leaves_it_in_rout
     from inframind.policy.types import Query
 
     async def slow_engine(request: web.Request) -> web.StreamResponse:
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-        await resp.prepare(request)  # accepted: headers sent, as vLLM does at once
-        role = {"choices": [{"delta": {"role": "assistant", "content": ""}}]}
-        await resp.write(f"data: {json.dumps(role)}\n\n".encode())
+        resp = await _sse(request, ROLE, done=False)  # accepted, as vLLM does at once
         await asyncio.sleep(4)  # still generating when the 2 s step timeout fires
         return resp
 
