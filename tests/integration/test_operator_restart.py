@@ -7,6 +7,7 @@ import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client, config
@@ -35,21 +36,29 @@ def own_control_plane(tmp_path: Path) -> Iterator[ControlPlane]:
             stop_process(cp.operator)
 
 
-def _owned(cp: ControlPlane, ns: str) -> dict[str, dict[str, str]]:
-    """kind -> {name: uid} of everything in the namespace the operator manages."""
+def _managed(cp: ControlPlane, ns: str) -> dict[str, list[Any]]:
+    """kind -> the objects in the namespace that the operator manages."""
     core, apps = client.CoreV1Api(cp.api), client.AppsV1Api(cp.api)
-    found: dict[str, dict[str, str]] = {}
-    for kind, items in (
-        ("Deployment", apps.list_namespaced_deployment(ns).items),
-        ("Service", core.list_namespaced_service(ns).items),
-        ("ConfigMap", core.list_namespaced_config_map(ns).items),
-    ):
-        found[kind] = {
-            o.metadata.name: o.metadata.uid
+    return {
+        kind: [
+            o
             for o in items
             if (o.metadata.labels or {}).get("app.kubernetes.io/managed-by") == "inframind"
-        }
-    return found
+        ]
+        for kind, items in (
+            ("Deployment", apps.list_namespaced_deployment(ns).items),
+            ("Service", core.list_namespaced_service(ns).items),
+            ("ConfigMap", core.list_namespaced_config_map(ns).items),
+        )
+    }
+
+
+def _owned(cp: ControlPlane, ns: str) -> dict[str, dict[str, str]]:
+    """kind -> {name: uid} of everything in the namespace the operator manages."""
+    return {
+        kind: {o.metadata.name: o.metadata.uid for o in objs}
+        for kind, objs in _managed(cp, ns).items()
+    }
 
 
 def _chat_config(cp: ControlPlane, ns: str) -> dict:
@@ -101,19 +110,13 @@ def _orphans(cp: ControlPlane, ns: str) -> list[str]:
             "items"
         ]
     }
-    core, apps = client.CoreV1Api(cp.api), client.AppsV1Api(cp.api)
-    lost = []
-    for o in (
-        *apps.list_namespaced_deployment(ns).items,
-        *core.list_namespaced_service(ns).items,
-        *core.list_namespaced_config_map(ns).items,
-    ):
-        refs = o.metadata.owner_references or []
-        if (o.metadata.labels or {}).get("app.kubernetes.io/managed-by") != "inframind":
-            continue
-        if not refs or any(r.uid not in owners for r in refs):
-            lost.append(f"{o.kind or type(o).__name__}/{o.metadata.name}")
-    return lost
+    return [
+        f"{kind}/{o.metadata.name}"
+        for kind, objs in _managed(cp, ns).items()
+        for o in objs
+        if not o.metadata.owner_references
+        or any(r.uid not in owners for r in o.metadata.owner_references)
+    ]
 
 
 def test_an_api_server_restart_is_ridden_out_and_reconcile_resumes(tmp_path):

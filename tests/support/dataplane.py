@@ -39,7 +39,6 @@ async def until(
     what: str,
     timeout_s: float = 60,
     every_s: float = 0.25,
-    detail: Callable[[], str] | None = None,
 ) -> None:
     """Poll `condition` (sync: run in a thread; or async) until it is true.
 
@@ -60,7 +59,6 @@ async def until(
             last_error = exc
         if time.monotonic() >= deadline:
             extra = f"; last poll failed: {last_error!r}" if last_error else ""
-            extra += f"; {detail()}" if detail else ""
             pytest.fail(f"gave up waiting for {what} after {timeout_s:.0f} s{extra}")
         await asyncio.sleep(every_s)
 

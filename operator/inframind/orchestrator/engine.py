@@ -60,7 +60,6 @@ def build_request(
     max_tokens: int,
     priority: int | None,
     temperature: float = 0.7,
-    stream: bool = False,
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "model": model,
@@ -71,9 +70,6 @@ def build_request(
     if priority is not None:
         # vLLM serves lower values first under --scheduling-policy priority.
         body["priority"] = priority
-    if stream:
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
     return body
 
 
