@@ -31,26 +31,43 @@ class _ProfileArrays:
     baselines, plain per-pool rows for the estimate (for a handful of pools a Python loop
     is several times faster than numpy's per-call overhead; this runs per decision)."""
 
-    __slots__ = ("acc", "acc_rows", "rows", "tokens")
+    __slots__ = ("_ranked", "acc", "acc_rows", "by_task", "capacity", "tokens")
 
     def __init__(self, profiles: tuple[PoolProfile, ...]) -> None:
         self.tokens = np.stack([p.output_tokens for p in profiles])  # [pool, task, depth]
         self.acc = np.stack([p.accuracy for p in profiles])
         self.acc_rows = [a.tolist() for a in self.acc]  # [pool][task][depth]
-        self.rows = []
-        for p, tokens in zip(profiles, self.tokens, strict=True):
-            replicas = float(max(1, p.replicas))
-            self.rows.append(
+        # Sequences each pool runs at once, over its replicas.
+        self.capacity = [float(p.max_running) * max(1, p.replicas) for p in profiles]
+        # Per task, per pool: (ttft, tpot, tpot slope, replicas, capacity, output tokens at
+        # each depth, their mean): one flat tuple, unpacked in one go by latency_table.
+        self.by_task = [
+            [
                 (
                     float(p.ttft_s),
                     float(p.tpot_s),
                     float(p.tpot_slope_s),
-                    replicas,
-                    float(p.max_running) * replicas,  # capacity in sequences
-                    tokens.tolist(),
-                    tokens.mean(axis=1).tolist(),
+                    float(max(1, p.replicas)),
+                    cap,
+                    *tokens[t].tolist(),
+                    float(tokens[t].mean()),
                 )
-            )
+                for p, tokens, cap in zip(profiles, self.tokens, self.capacity, strict=True)
+            ]
+            for t in range(len(TASK_INDEX))
+        ]
+        self._ranked: dict[tuple[int, tuple[int, ...]], list[tuple[float, int, int]]] = {}
+
+    def ranked(self, task: int, depths: tuple[int, ...]) -> list[tuple[float, int, int]]:
+        """(accuracy, pool, depth) of every pool at these depths, most accurate first.
+
+        Priors only, so computed once per task and depth set, not per decision."""
+        key = (task, depths)
+        hit = self._ranked.get(key)
+        if hit is None:
+            options = [(row[task][j], i, j) for i, row in enumerate(self.acc_rows) for j in depths]
+            hit = self._ranked[key] = sorted(options, key=lambda o: o[0], reverse=True)
+        return hit
 
 
 _CACHE: dict[int, tuple[tuple[PoolProfile, ...], _ProfileArrays]] = {}
@@ -67,45 +84,73 @@ def profile_arrays(profiles: tuple[PoolProfile, ...]) -> _ProfileArrays:
     return arrays
 
 
-def latency_table(snapshot: ClusterSnapshot, query: Query) -> list[list[float]]:
-    """Predicted seconds of one call of this query on each pool at each depth: [pool][depth]."""
-    rows = profile_arrays(snapshot.profiles).rows if snapshot.profiles else []
-    t = TASK_INDEX[query.task]
+def latency_table(snapshot: ClusterSnapshot, query: Query) -> list[tuple[float, ...]]:
+    """Predicted seconds of one call of this query on each pool at each depth: [pool][depth].
+
+    Plain Python on purpose, and written for speed: it runs once per decision and per
+    step on the gateway's hot path, for a handful of pools (`make bench` times it).
+    """
+    if not snapshot.profiles:
+        return []
+    pools = profile_arrays(snapshot.profiles).by_task[TASK_INDEX[query.task]]
     prompt_factor = 1.0 + query.prompt_tokens / 2048.0
-    out: list[list[float]] = []
-    for (ttft0, tpot0, slope, replicas, cap, tokens, tokens_mean), ld in zip(
-        rows, snapshot.loads, strict=True
+    out: list[tuple[float, ...]] = []
+    # k0..k2: output tokens at each depth (DEPTHS has three; unrolled for speed).
+    for (ttft0, tpot0, slope, replicas, cap, k0, k1, k2, k_mean), ld in zip(
+        pools, snapshot.loads, strict=True
     ):
         if not ld.available:
-            out.append([math.inf] * len(DEPTHS))
+            out.append(_UNAVAILABLE)
             continue
-        # The gateway's own in-flight count is fresher than a scrape; take the larger. A
-        # pool whose signals are stale is assumed busy, so missing data never looks idle.
-        occupancy = ld.occupancy
-        if ld.stale:
-            occupancy = max(occupancy, STALE_OCCUPANCY * cap)
-        tpot = tpot0 + slope * min(occupancy, cap) / replicas
+        # The gateway's own in-flight count is fresher than a scrape; take the larger
+        # (PoolLoad.occupancy, inlined). A pool whose signals are stale is assumed busy,
+        # so missing data never looks idle.
+        running, waiting, kv = ld.running, ld.waiting, ld.kv_usage
+        occupancy = running + waiting
+        if ld.inflight > occupancy:
+            occupancy = float(ld.inflight)
+        if ld.stale and occupancy < STALE_OCCUPANCY * cap:
+            occupancy = STALE_OCCUPANCY * cap
+        tpot = tpot0 + slope * (occupancy if occupancy < cap else cap) / replicas
         ttft = ttft0 * prompt_factor
         # An engine whose KV cache is full and requests wait admits no more than it runs
         # now, however far below its batch cap that is (a small cache fills first): its
         # running count, not the profile's cap, is its capacity until the cache drains.
-        if ld.waiting > 0 and ld.kv_usage >= KV_BOUND and 0 < ld.running < cap:
-            cap = ld.running
+        if waiting > 0 and kv >= KV_BOUND and 0 < running < cap:
+            cap = running
         # Requests beyond capacity wait for the batch to drain at its mean service time.
-        queueing = max(0.0, occupancy + 1 - cap) / cap * (ttft0 + tokens_mean[t] * tpot)
+        excess = occupancy + 1 - cap
+        queueing = excess / cap * (ttft0 + k_mean * tpot) if excess > 0.0 else 0.0
+        if ld.latency_s is None and kv <= KV_PRESSURE:  # the common case: nothing to scale
+            out.append((ttft + k0 * tpot + queueing, ttft + k1 * tpot + queueing,
+                        ttft + k2 * tpot + queueing))  # fmt: skip
+            continue
         # The pool's recent per-call latency carries what the profile cannot know (engines
         # sharing a GPU, a slower replica): when calls run slower than predicted, scale.
         slowdown = 1.0
         if ld.latency_s is not None:
-            typical = ttft + tokens_mean[t] * tpot + queueing
+            typical = ttft + k_mean * tpot + queueing
             slowdown = min(max(ld.latency_s / typical, 1.0), 4.0)
-        pressure = 1.0 + 4.0 * max(ld.kv_usage - KV_PRESSURE, 0.0) / (1 - KV_PRESSURE)
-        out.append([((ttft + k * tpot) * slowdown + queueing) * pressure for k in tokens[t]])
+        # Above KV_PRESSURE new sequences risk preemption: up to 5x at a full cache.
+        pressure = 1.0
+        if kv > KV_PRESSURE:
+            pressure += 4.0 * (kv - KV_PRESSURE) / (1 - KV_PRESSURE)
+        out.append(
+            (
+                ((ttft + k0 * tpot) * slowdown + queueing) * pressure,
+                ((ttft + k1 * tpot) * slowdown + queueing) * pressure,
+                ((ttft + k2 * tpot) * slowdown + queueing) * pressure,
+            )
+        )
     return out
 
 
+_UNAVAILABLE = (math.inf,) * len(DEPTHS)
+assert len(DEPTHS) == 3, "latency_table unrolls the depths"
+
+
 def latency_matrix(snapshot: ClusterSnapshot, query: Query) -> np.ndarray:
-    """`latency_table` as a [pools, depths] array (for the feature encoder and admission)."""
+    """`latency_table` as a [pools, depths] array (for admission control)."""
     if not snapshot.profiles:
         return np.empty((0, len(DEPTHS)))
     return np.array(latency_table(snapshot, query))
@@ -123,10 +168,20 @@ TOPOLOGY_GAIN = {
 }
 
 
+def plan_gain(plan: Plan) -> tuple[float, float]:
+    """(topology gain at 50 % members, debate-rounds factor) of a plan: its part of
+    `plan_accuracy`, for callers that score many member accuracies per plan."""
+    rounds = 1.0
+    if plan.topology is Topology.DEBATE:
+        rounds = min(1.0, 0.5 + (len(plan.waves) - 1) / 4)
+    return TOPOLOGY_GAIN[plan.topology], rounds
+
+
+def accuracy_with_gain(gain: tuple[float, float], member_accuracy: float) -> float:
+    spread = 4.0 * member_accuracy * (1.0 - member_accuracy)
+    return min(0.999, member_accuracy + gain[0] * spread * gain[1])
+
+
 def plan_accuracy(plan: Plan, member_accuracy: float) -> float:
     """Prior accuracy of a plan whose agents have (on average) this accuracy."""
-    spread = 4.0 * member_accuracy * (1.0 - member_accuracy)
-    gain = TOPOLOGY_GAIN[plan.topology] * spread
-    if plan.topology is Topology.DEBATE:
-        gain *= min(1.0, 0.5 + (len(plan.waves) - 1) / 4)
-    return min(0.999, member_accuracy + gain)
+    return accuracy_with_gain(plan_gain(plan), member_accuracy)

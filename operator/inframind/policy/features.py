@@ -9,10 +9,11 @@ so action indices are (pool slot, depth) and stay stable as pools come and go.
 from __future__ import annotations
 
 import hashlib
+import math
 
 import numpy as np
 
-from .estimate import latency_matrix
+from .estimate import latency_table, profile_arrays
 from .plans import CATALOGUE
 from .types import (
     DEPTHS,
@@ -65,64 +66,96 @@ def _schema_id() -> str:
 FEATURE_SCHEMA = _schema_id()
 
 
-def _base(snapshot: ClusterSnapshot, query: Query, now: float) -> np.ndarray:
-    if len(snapshot.profiles) > MAX_POOLS:
+_POOL_PAD = [0.0] * len(_POOL_FIELDS)
+
+
+def _base(snapshot: ClusterSnapshot, query: Query, now: float) -> list[float]:
+    """Query and pool fields as plain floats (float64 until the caller's one conversion).
+
+    Plain Python rather than numpy, on purpose: for a few pools numpy's per-call cost
+    is most of the time, and this runs on the gateway's hot path per decision and step.
+    """
+    n = len(snapshot.profiles)
+    if n > MAX_POOLS:
         raise ValueError(
-            f"{len(snapshot.profiles)} pools exceed the feature encoder's {MAX_POOLS} slots; "
+            f"{n} pools exceed the feature encoder's {MAX_POOLS} slots; "
             "split the pipeline or raise MAX_POOLS and retrain"
         )
+    budget = max(query.budget_s, 1e-3)
     remaining = max(query.deadline_s - now, 1e-3)
-    q = np.zeros(len(_QUERY_FIELDS))
-    q[0] = np.log(max(query.budget_s, 1e-3))
-    q[1 + TASK_INDEX[query.task]] = 1.0
-    q[4] = np.log1p(query.prompt_tokens)
-    q[5] = min(1.0, remaining / max(query.budget_s, 1e-3))
-
-    pools = np.zeros((MAX_POOLS, len(_POOL_FIELDS)))
-    n = len(snapshot.profiles)
+    t = TASK_INDEX[query.task]
+    out = [math.log(budget), 0.0, 0.0, 0.0, math.log1p(query.prompt_tokens)]
+    out[1 + t] = 1.0
+    out.append(min(1.0, remaining / budget))
     if n:
-        lat = latency_matrix(snapshot, query)
-        t = TASK_INDEX[query.task]
-        for i, (prof, load) in enumerate(zip(snapshot.profiles, snapshot.loads, strict=True)):
-            cap = float(prof.max_running * max(1, prof.replicas))
-            busy = load.occupancy
-            row = pools[i]
-            row[0] = 1.0 if load.available else 0.0
-            row[1] = 1.0 if load.stale else 0.0
-            row[2] = min(busy / cap, 4.0)
-            row[3] = min(load.waiting / cap, 4.0)
-            row[4] = load.kv_usage
-            row[5:8] = np.log1p(np.minimum(lat[i] / remaining, 1e3))
-            row[8:11] = prof.accuracy[t]
-    return np.concatenate([q, pools.ravel()])
+        arrays = profile_arrays(snapshot.profiles)
+        lat = latency_table(snapshot, query)
+        log1p = math.log1p
+        # Builtin min() and zip(strict=True) cost more than the arithmetic here; capped
+        # values are spelled as conditionals. latency_table checked the lengths.
+        for ld, capacity, prior, (l0, l1, l2) in zip(
+            snapshot.loads, arrays.capacity, arrays.acc_rows, lat, strict=False
+        ):
+            occupancy = ld.running + ld.waiting  # PoolLoad.occupancy, inlined
+            if ld.inflight > occupancy:
+                occupancy = float(ld.inflight)
+            busy, waiting = occupancy / capacity, ld.waiting / capacity
+            r0, r1, r2 = l0 / remaining, l1 / remaining, l2 / remaining  # latency / time left
+            out += (
+                1.0 if ld.available else 0.0,
+                1.0 if ld.stale else 0.0,
+                busy if busy < 4.0 else 4.0,
+                waiting if waiting < 4.0 else 4.0,
+                ld.kv_usage,
+                log1p(r0 if r0 < 1e3 else 1e3),
+                log1p(r1 if r1 < 1e3 else 1e3),
+                log1p(r2 if r2 < 1e3 else 1e3),
+            )
+            out += prior[t]
+    out += _POOL_PAD * (MAX_POOLS - n)
+    return out
 
 
 def encode_query(snapshot: ClusterSnapshot, query: Query) -> np.ndarray:
     """Planner observation for one query (float32, len(PLANNER_FEATURES))."""
-    return _base(snapshot, query, snapshot.now).astype(np.float32)
+    return np.array(_base(snapshot, query, snapshot.now), dtype=np.float32)
 
 
 def encode_step(snapshot: ClusterSnapshot, step: StepContext) -> np.ndarray:
     """Executor observation for one agent step (float32, len(EXECUTOR_FEATURES))."""
-    s = np.zeros(len(_STEP_FIELDS))
-    s[ROLE_INDEX[step.role]] = 1.0
+    x = _base(snapshot, step.query, step.now)
+    role = [0.0] * len(ROLES)
+    role[ROLE_INDEX[step.role]] = 1.0
     waves = len(step.plan.waves)
-    s[len(ROLES)] = step.wave / waves
-    s[len(ROLES) + 1] = step.waves_left
-    s[len(ROLES) + 2] = step.slot
-    s[len(ROLES) + 3] = len(set(step.used_pools))
-    return np.concatenate([_base(snapshot, step.query, step.now), s]).astype(np.float32)
+    x += role
+    x += (step.wave / waves, waves - step.wave, step.slot, len(set(step.used_pools)))
+    return np.array(x, dtype=np.float32)
 
 
 def executor_mask(snapshot: ClusterSnapshot, allowed_depths: tuple = DEPTHS) -> np.ndarray:
     """Which (pool slot, depth) actions exist: present, available pools and allowed depths."""
+    key = (tuple(ld.available for ld in snapshot.loads), tuple(allowed_depths))
+    mask = _MASKS.get(key)
+    if mask is None:
+        if len(_MASKS) > 256:
+            _MASKS.clear()
+        mask = _MASKS[key] = _build_mask(*key)
+    return mask
+
+
+_MASKS: dict[tuple[tuple[bool, ...], tuple], np.ndarray] = {}
+
+
+def _build_mask(available: tuple[bool, ...], allowed_depths: tuple) -> np.ndarray:
     mask = np.zeros((MAX_POOLS, len(DEPTHS)), dtype=bool)
-    for i, load in enumerate(snapshot.loads):
-        if load.available:
+    for i, up in enumerate(available):
+        if up:
             mask[i] = [d in allowed_depths for d in DEPTHS]
     if not mask.any():
-        mask[: len(snapshot.loads)] = True
-    return mask.ravel()
+        mask[: len(available)] = True
+    mask = mask.ravel()
+    mask.flags.writeable = False  # shared between calls: a caller must copy to change it
+    return mask
 
 
 def action_to_choice(action: int) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..vocab import Depth, Role, SchedulerKind, Topology
 from .base import Limits, Policy
-from .estimate import latency_table, plan_accuracy, profile_arrays
+from .estimate import latency_table, plan_accuracy, plan_gain, profile_arrays
 from .types import (
     DEPTH_INDEX,
     DEPTHS,
@@ -172,9 +172,6 @@ class LeastQueue(Policy):
         return Choice(best, self._depth(Depth.CONCISE))
 
 
-Option = tuple[float, float, int, int]
-
-
 class BudgetGreedy(Policy):
     """Infrastructure-aware greedy: the most accurate plan and steps predicted to fit the budget.
 
@@ -191,60 +188,90 @@ class BudgetGreedy(Policy):
 
     def __init__(self, limits: Limits | None = None) -> None:
         super().__init__(limits)
-        self._depth_idx = [DEPTH_INDEX[d] for d in DEPTHS if d in self._depths]
-        # (plan, waves, width of the first wave, calls), computed once.
-        self._shapes = [(p, len(p.waves), len(p.waves[0]), p.calls) for p in self._plans]
-
-    def _options(
-        self, snapshot: ClusterSnapshot, query: Query
-    ) -> list[tuple[float, float, int, int]]:
-        """(accuracy, predicted latency, pool, depth index) of every allowed choice."""
-        lat = latency_table(snapshot, query)
-        t = TASK_INDEX[query.task]
-        return [
-            (float(prof.accuracy[t, j]), lat[i][j], i, j)
-            for i, prof in enumerate(snapshot.profiles)
-            for j in self._depth_idx
+        self._depth_idx = tuple(DEPTH_INDEX[d] for d in DEPTHS if d in self._depths)
+        # (plan, its topology gain, waves, width of the first wave, calls), computed once,
+        # and per wave count the widest first wave: how many fitting options to look for.
+        self._shapes = [
+            (p, plan_gain(p), len(p.waves), len(p.waves[0]), p.calls) for p in self._plans
         ]
+        widest: dict[int, int] = {}
+        for _, _, waves, width, _ in self._shapes:
+            widest[waves] = max(width, widest.get(waves, 0))
+        self._widest = sorted(widest.items())
 
     def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
-        options = self._options(snapshot, query)
+        arrays = profile_arrays(snapshot.profiles)
+        lat = latency_table(snapshot, query)
+        ranked = arrays.ranked(TASK_INDEX[query.task], self._depth_idx)
         remaining = query.deadline_s - snapshot.now
+        # Per wave count, the accuracies of the options whose predicted latency fits a
+        # wave's share of the budget, best first, as many as the widest wave needs.
+        fitting: dict[int, list[float]] = {}
+        for waves, widest in self._widest:
+            per_wave = self.safety * remaining / waves
+            fits = fitting[waves] = []
+            for accuracy, i, j in ranked:
+                if lat[i][j] <= per_wave:
+                    fits.append(accuracy)
+                    if len(fits) == widest:
+                        break
         # Every extra call is load that other queries queue behind: the busier the
         # cluster, the more a plan's accuracy must pay for its calls.
-        caps = profile_arrays(snapshot.profiles).rows
-        occupancy = sum(
-            min(ld.occupancy / row[4], 2.0) for ld, row in zip(snapshot.loads, caps, strict=True)
-        ) / max(1, len(caps))
-        per_call = 0.002 * (1.0 + 20.0 * occupancy)
+        busy = 0.0
+        for ld, capacity in zip(snapshot.loads, arrays.capacity, strict=True):
+            occupancy = ld.running + ld.waiting  # PoolLoad.occupancy, inlined
+            if ld.inflight > occupancy:
+                occupancy = ld.inflight
+            share = occupancy / capacity
+            busy += share if share < 2.0 else 2.0
+        per_call = 0.002 * (1.0 + 20.0 * (busy / max(1, len(arrays.capacity))))
         best, best_score = self._plans[0], -math.inf
-        for plan, waves, width, calls in self._shapes:
-            per_wave = self.safety * remaining / waves
-            # Parallel steps of a wave land on different pools; a wide wave is as good
-            # as the average of the `width` best options that fit.
-            fits = sorted((a for a, lat, _, _ in options if lat <= per_wave), reverse=True)
+        for plan, (gain, rounds), waves, width, calls in self._shapes:
+            fits = fitting[waves]
             if not fits:
                 continue
+            # Parallel steps of a wave land on different pools; a wide wave is as good
+            # as the average `m` of the `width` best options that fit. The score is
+            # estimate.accuracy_with_gain(m), inlined (a unit test keeps them equal).
             top = fits[:width]
-            score = plan_accuracy(plan, sum(top) / len(top)) - per_call * calls
+            m = sum(top) / len(top)
+            accuracy = m + gain * (4.0 * m * (1.0 - m)) * rounds
+            score = (accuracy if accuracy < 0.999 else 0.999) - per_call * calls
             if score > best_score:
                 best, best_score = plan, score
         return best
 
     def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice:
-        options = self._options(snapshot, step.query)
+        """The most accurate (pool, depth) predicted to fit this wave's share of the budget
+        (less a thousandth of a point per predicted second, so the faster of equals), on a
+        pool this query is not using yet if one fits; the fastest when none fits."""
+        query = step.query
+        lat = latency_table(snapshot, query)
+        ranked = profile_arrays(snapshot.profiles).ranked(TASK_INDEX[query.task], self._depth_idx)
         share = self.safety * step.remaining_s / max(1, step.waves_left)
-        fits = [o for o in options if o[1] <= share]
-        if step.slot > 0 and step.used_pools:
-            # Spread a parallel wave: prefer pools this query is not already using.
-            used = set(step.used_pools)
-            fresh = [o for o in fits if o[2] not in used]
-            fits = fresh or fits
-        if fits:
-            _, _, i, j = max(fits, key=lambda o: (o[0] - 1e-3 * o[1], -o[2], -o[3]))
-        else:
-            _, _, i, j = min(options, key=lambda o: (o[1], o[2], o[3]))
-        return Choice(i, DEPTHS[j])
+        used = step.used_pools if step.slot > 0 else ()
+        # The best on a pool not yet used, and on one already used. A score is at most its
+        # accuracy and `ranked` is most accurate first, so the scan ends once accuracy falls
+        # below the best fresh score. Equal scores go to the lower (pool, depth).
+        fresh: tuple[int, int] | None = None
+        spread: tuple[int, int] | None = None
+        fresh_score = spread_score = -math.inf
+        for accuracy, i, j in ranked:
+            if accuracy < fresh_score:
+                break
+            seconds = lat[i][j]
+            if seconds > share:
+                continue
+            score = accuracy - 1e-3 * seconds
+            if i in used:
+                if score > spread_score or (score == spread_score and spread and (i, j) < spread):
+                    spread, spread_score = (i, j), score
+            elif score > fresh_score or (score == fresh_score and fresh and (i, j) < fresh):
+                fresh, fresh_score = (i, j), score
+        pick = fresh or spread
+        if pick is None:  # nothing fits: the fastest choice
+            pick = min((row[j], i, j) for i, row in enumerate(lat) for j in self._depth_idx)[1:]
+        return Choice(pick[0], DEPTHS[pick[1]])
 
 
 HEURISTICS: dict[str, type[Policy]] = {

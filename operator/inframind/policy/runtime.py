@@ -58,10 +58,15 @@ def _mlp(params: dict[str, np.ndarray], prefix: str) -> list[tuple[np.ndarray, n
 
 
 def _forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
+    # In place after each product (a new array): a few numpy calls fewer per layer.
     for W, b in layers[:-1]:
-        x = np.tanh(x @ W + b)
+        x = x @ W
+        x += b
+        np.tanh(x, out=x)
     W, b = layers[-1]
-    return x @ W + b
+    x = x @ W
+    x += b
+    return x
 
 
 class LearnedPolicy(Policy):
@@ -78,7 +83,9 @@ class LearnedPolicy(Policy):
         self.executor = _mlp(params, "executor")
         self._check_shapes()
         allowed = set(self.limits.plan_ids)
-        self._plan_mask = np.array([i in allowed for i in range(PLANNER_ACTIONS)])
+        # Masks as additive penalties (0 or -inf): one add and argmax per decision.
+        self._plan_penalty = _penalty(np.array([i in allowed for i in range(PLANNER_ACTIONS)]))
+        self._step_penalty: dict[tuple[bool, ...], np.ndarray] = {}
         self._depths_allowed = tuple(d for d in DEPTHS if d in self.limits.depths)
 
     def _check_shapes(self) -> None:
@@ -95,14 +102,25 @@ class LearnedPolicy(Policy):
 
     def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
         logits = _forward(self.planner, encode_query(snapshot, query))
-        logits = np.where(self._plan_mask, logits, -np.inf)
-        return CATALOGUE[int(np.argmax(logits))]
+        logits += self._plan_penalty
+        return CATALOGUE[int(logits.argmax())]
 
     def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice:
         logits = _forward(self.executor, encode_step(snapshot, step))
-        mask = executor_mask(snapshot, self._depths_allowed)
-        pool, depth = action_to_choice(int(np.argmax(np.where(mask, logits, -np.inf))))
+        available = tuple(ld.available for ld in snapshot.loads)
+        penalty = self._step_penalty.get(available)
+        if penalty is None:
+            if len(self._step_penalty) > 256:
+                self._step_penalty.clear()
+            mask = executor_mask(snapshot, self._depths_allowed)
+            penalty = self._step_penalty[available] = _penalty(mask)
+        logits += penalty
+        pool, depth = action_to_choice(int(logits.argmax()))
         return Choice(pool, DEPTHS[depth])
+
+
+def _penalty(mask: np.ndarray) -> np.ndarray:
+    return np.where(mask, 0.0, -np.inf).astype(np.float32)
 
 
 def read_policy_file(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
