@@ -27,8 +27,9 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--scenario",
         default="paper",
-        help="smoke | paper | sweep | generalise (simulator) | gateway, overload (real vLLM "
-        "engine) | operator (200 pools, 50 pipelines against the API emulator)",
+        help="smoke | paper | sweep | generalise (simulator) | decisions (policies' own time) "
+        "| gateway, overload (real vLLM engine) | operator (200 pools, 50 pipelines against "
+        "the API emulator)",
     )
     p.add_argument(
         "--requests", type=int, default=100, help="gateway scenario: calls per path (sequential)"
@@ -72,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
         return _overload(args, console)
     if args.scenario == "operator":
         return _operator(args, console)
+    if args.scenario == "decisions":
+        return _decisions(args, console)
     try:
         scenario = sc.build_scenario(args.scenario, _overrides(args))
     except BenchError as exc:
@@ -150,6 +153,15 @@ def _gateway(args: argparse.Namespace, console: Any) -> int:
     summary = overhead.run(requests=args.requests)
     overhead.render(summary, console)
     return _write_json(args.out / "gateway-overhead.json", summary, console)
+
+
+def _decisions(args: argparse.Namespace, console: Any) -> int:
+    """Each policy's decide / choose time on one snapshot, in process (seconds to run)."""
+    from . import decisions
+
+    summary = decisions.run()
+    decisions.render(summary["policies"], console)
+    return _write_json(args.out / "decisions.json", summary, console)
 
 
 def _overload(args: argparse.Namespace, console: Any) -> int:

@@ -5,8 +5,8 @@ single-agent plans at Flash depth, so one call per request) and
 `vllm-router` (PyPI, round robin over the same engine). The same request body
 the gateway sends is sent directly and through the router, interleaved, one
 at a time, so that all three see the same engine state. Reported: per-call
-latency p50/p99 of each path and the difference to direct, plus the
-planner+executor decision time of every policy on a 5-pool snapshot.
+latency p50/p99 of each path and the difference to direct, plus the planner's
+mean decision time inside the gateway (policies alone: `bench.decisions`).
 """
 
 from __future__ import annotations
@@ -36,9 +36,7 @@ from ..localstack.engines import (
 from ..localstack.processes import start_gateway, stop_process, wait_for
 from ..orchestrator.engine import build_request
 from ..orchestrator.prompts import DEPTH_MAX_TOKENS, build_messages
-from ..policy.heuristics import HEURISTICS, make_heuristic
-from ..policy.types import ClusterSnapshot, PoolLoad, PoolProfile, Query, StepContext
-from ..vocab import Depth, Role, TaskFamily, Topology
+from ..vocab import Depth, Role, Topology
 
 
 def _post(url: str, body: dict[str, Any]) -> float:
@@ -49,31 +47,6 @@ def _post(url: str, body: dict[str, Any]) -> float:
     with urllib.request.urlopen(req, timeout=60) as resp:
         resp.read()
     return time.perf_counter() - t0
-
-
-def decision_times(iterations: int = 3000) -> dict[str, dict[str, float]]:
-    """Per-query decide + one choose, in microseconds, for each heuristic on 5 loaded pools."""
-    rng = np.random.default_rng(0)
-    profiles = tuple(
-        PoolProfile(f"p{i}", f"m{i}", rng.uniform(0.4, 0.9, (3, 3)), rng.uniform(20, 900, (3, 3)))
-        for i in range(5)
-    )
-    snap = ClusterSnapshot(
-        0.0, profiles, tuple(PoolLoad(waiting=i, running=4 * i, kv_usage=0.1 * i) for i in range(5))
-    )
-    query = Query(1, TaskFamily.MATH, 30.0, 0.0)
-    out = {}
-    for name in HEURISTICS:
-        policy = make_heuristic(name)
-        times = []
-        for _ in range(iterations):
-            t0 = time.perf_counter()
-            plan = policy.decide(snap, query)
-            policy.choose(snap, StepContext(query, plan, 0, 0, plan.waves[0][0], 0.0))
-            times.append(time.perf_counter() - t0)
-        us = np.array(times[iterations // 10 :]) * 1e6
-        out[name] = {"p50_us": float(np.percentile(us, 50)), "p99_us": float(np.percentile(us, 99))}
-    return out
 
 
 def _router_binary() -> str | None:
@@ -153,7 +126,6 @@ def run(requests: int = 100, workdir: Path | None = None) -> dict[str, Any]:
             "added_median_pairwise_ms": float(statistics.median(ms - base)),
         }
     summary["gateway_decision_mean_us"] = traces_us
-    summary["policy_decision_us"] = decision_times()
     return summary
 
 
@@ -198,12 +170,6 @@ def render(summary: dict[str, Any], console: Any) -> None:
         t.add_row(name, f"{p['p50_ms']:.2f}", f"{p['p99_ms']:.2f}", f"{p['added_p50_ms']:+.2f}",
                   f"{p['added_p99_ms']:+.2f}", f"{p['added_median_pairwise_ms']:+.2f}")  # fmt: skip
     console.print(t)
-    d = Table(title="decision time per query (decide + choose), 5 loaded pools")
-    for col in ("policy", "p50 us", "p99 us"):
-        d.add_column(col, justify="right" if col != "policy" else "left")
-    for name, v in summary["policy_decision_us"].items():
-        d.add_row(name, f"{v['p50_us']:.1f}", f"{v['p99_us']:.1f}")
-    console.print(d)
     if summary.get("gateway_decision_mean_us") is not None:
         console.print(f"planner decision inside the gateway: mean "
                       f"{summary['gateway_decision_mean_us']:.1f} us")  # fmt: skip
