@@ -402,6 +402,34 @@ def test_a_calls_queueing_is_not_charged_to_the_pools_decoding_speed():
     assert speed.ttft_s > 0.9  # the queueing shows where it belongs
 
 
+def test_observed_speeds_reach_the_policies_at_once_then_at_most_once_a_second(monkeypatch):
+    """A new profile tuple makes every policy rebuild its per-profile tables, which cost
+    more than a decision: per completed call that was most of the gateway's own time."""
+    from inframind.telemetry import snapshot as snapshot_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(snapshot_module.time, "monotonic", lambda: clock[0])
+    view = LiveView(EngineScraper([]), Endpoints())
+    view.configure(
+        PipelineConfig(
+            pipeline="p",
+            pools=[PoolConfig(name="a", model="m", served_model_name="m", endpoints=["http://x"])],
+        )
+    )
+    prior = view.snapshot().profiles
+    view.observe(0, 2.0, 100, 0.5)  # the first samples are published at once
+    assert view.snapshot().profiles[0].ttft_s == 0.5 and view.snapshot().profiles is not prior
+    for _ in range(10):
+        view.observe(0, 2.0, 100, 0.5)
+    published = view.snapshot().profiles
+    for _ in range(50):  # a burst within the second: one tuple, the policies' caches stay warm
+        view.observe(0, 9.0, 100, 5.0)
+    assert view.snapshot().profiles is published and published[0].ttft_s == 0.5
+    clock[0] += snapshot_module.PROFILE_REFRESH_S
+    view.observe(0, 9.0, 100, 5.0)  # the next call after a second publishes them all
+    assert view.snapshot().profiles[0].ttft_s > 4.0
+
+
 async def test_a_call_that_outruns_its_budget_on_a_live_engine_leaves_it_in_routing():
     """Slow for one budget is not broken: the step fails (or goes elsewhere), but the
     breaker stays closed, or a burst of tight budgets would empty the routing table."""

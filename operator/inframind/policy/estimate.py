@@ -41,6 +41,7 @@ class _ProfileArrays:
         self.capacity = [float(p.max_running) * max(1, p.replicas) for p in profiles]
         # Per task, per pool: (ttft, tpot, tpot slope, replicas, capacity, output tokens at
         # each depth, their mean): one flat tuple, unpacked in one go by latency_table.
+        tokens = self.tokens.tolist()
         self.by_task = [
             [
                 (
@@ -49,10 +50,10 @@ class _ProfileArrays:
                     float(p.tpot_slope_s),
                     float(max(1, p.replicas)),
                     cap,
-                    *tokens[t].tolist(),
-                    float(tokens[t].mean()),
+                    *per_task[t],
+                    sum(per_task[t]) / len(per_task[t]),
                 )
-                for p, tokens, cap in zip(profiles, self.tokens, self.capacity, strict=True)
+                for p, per_task, cap in zip(profiles, tokens, self.capacity, strict=True)
             ]
             for t in range(len(TASK_INDEX))
         ]

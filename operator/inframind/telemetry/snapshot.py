@@ -10,6 +10,7 @@ marked stale; the policy's estimate treats them pessimistically.
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -79,6 +80,9 @@ class _Speed:
             per_token = max(latency_s - first, 0.0) / completion_tokens
             self.tpot_s += alpha * (per_token - self.tpot_s)
 
+
+# Observed speeds reach the policies' profiles at most this often (see LiveView.observe).
+PROFILE_REFRESH_S = 1.0
 
 # A breaker that keeps failing stays open longer each time, up to this.
 MAX_OPEN_S = 60.0
@@ -169,6 +173,7 @@ class LiveView:
         self.routing_fresh = False
         self.profiles: tuple[PoolProfile, ...] = ()
         self._live_profiles: tuple[PoolProfile, ...] = ()
+        self._profiles_built_at = -math.inf
         self._speed: dict[str, _Speed] = {}
 
     def configure(self, config: PipelineConfig) -> None:
@@ -183,13 +188,19 @@ class LiveView:
             self.prometheus.set_endpoints(self.scraper.endpoints)
 
     def observe(self, pool: int, latency_s: float, tokens: int, ttft_s: float | None) -> None:
-        self._speed[self.pools[pool].name].observe(latency_s, tokens, ttft_s)
-        # Speeds measured on this cluster beat any prior. One new tuple per observation
-        # (not per snapshot) keeps the policies' per-profile caches warm.
-        self._live_profiles = tuple(
-            _with_speed(prof, self._speed[p.name]) if self._speed[p.name].samples else prof
-            for p, prof in zip(self.pools, self.profiles, strict=True)
-        )
+        speed = self._speed[self.pools[pool].name]
+        speed.observe(latency_s, tokens, ttft_s)
+        # Speeds measured on this cluster beat any prior. A new profile tuple costs the
+        # policies a rebuild of their per-profile tables (~0.4 ms, more than the rest of
+        # a decision), so it is made at most every PROFILE_REFRESH_S, or at once while a
+        # pool has its first few samples. Per call it was most of the gateway's own time.
+        now = time.monotonic()
+        if speed.samples <= 5 or now - self._profiles_built_at >= PROFILE_REFRESH_S:
+            self._profiles_built_at = now
+            self._live_profiles = tuple(
+                _with_speed(prof, self._speed[p.name]) if self._speed[p.name].samples else prof
+                for p, prof in zip(self.pools, self.profiles, strict=True)
+            )
 
     # -- Prometheus fallback: a separate, optional signal ---------------------
 
