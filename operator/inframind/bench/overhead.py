@@ -7,6 +7,11 @@ the gateway sends is sent directly and through the router, interleaved, one
 at a time, so that all three see the same engine state. Reported: per-call
 latency p50/p99 of each path and the difference to direct, plus the planner's
 mean decision time inside the gateway (policies alone: `bench.decisions`).
+
+A call to the tiny model takes ~400 ms with tens of ms of jitter, which hides
+a millisecond of overhead; so the same three paths are measured again in front
+of `bench.instant`, an upstream shaped like vLLM that answers at once, where a
+call takes about a millisecond and the proxies' own cost shows.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import os
 import shutil
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.request
@@ -37,6 +43,7 @@ from ..localstack.processes import start_gateway, stop_process, wait_for
 from ..orchestrator.engine import build_request
 from ..orchestrator.prompts import DEPTH_MAX_TOKENS, build_messages
 from ..vocab import Depth, Role, Topology
+from . import instant
 
 
 def _post(url: str, body: dict[str, Any]) -> float:
@@ -58,15 +65,43 @@ def _router_binary() -> str | None:
 
 
 def run(requests: int = 100, workdir: Path | None = None) -> dict[str, Any]:
+    """Both measurements: in front of a real vLLM engine, then of an instant upstream."""
     workdir = workdir or Path(tempfile.mkdtemp(prefix="inframind-overhead-"))
     model = ensure_tiny_model(workdir / "tiny-model")
     engine = start_engines([EngineSpec("bench", max_num_seqs=8)], model, workdir / "logs")[0]
+    try:
+        summary = _measure(engine.url, "bench", requests, workdir / "vllm")
+    finally:
+        stop_engines([engine])
+    port = free_port()
+    log = (workdir / "instant.log").open("w")
+    stub = subprocess.Popen(
+        [sys.executable, "-m", "inframind.bench.instant", "--port", str(port)],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    log.close()
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_for(lambda: _probe(f"{url}/v1/models"), 30, "instant upstream")
+        summary["instant"] = _measure(url, instant.MODEL, INSTANT_REQUESTS, workdir / "instant")
+    finally:
+        stop_process(stub)
+    return summary
+
+
+# Against the instant upstream a call takes about a millisecond, so many more fit.
+INSTANT_REQUESTS = 1000
+
+
+def _measure(upstream: str, served_name: str, requests: int, workdir: Path) -> dict[str, Any]:
+    """Direct, through vllm-router and through the gateway to one upstream, interleaved."""
+    workdir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen] = []
     try:
         config = PipelineConfig(
             pipeline="bench",
-            pools=[PoolConfig(name="bench", model="tiny", served_model_name="bench",
-                              endpoints=[engine.url])],
+            pools=[PoolConfig(name="bench", model="tiny", served_model_name=served_name,
+                              endpoints=[upstream])],
             topologies=[Topology.SINGLE],
             depths=[Depth.FLASH],
             policy=PolicySource(heuristic="least-queue"),
@@ -79,14 +114,14 @@ def run(requests: int = 100, workdir: Path | None = None) -> dict[str, Any]:
         gw_url = f"http://127.0.0.1:{gw_port}"
         wait_for(lambda: _get(f"{gw_url}/readyz").get("ready"), 30, "gateway ready")
 
-        targets = {"direct": f"{engine.url}/v1/chat/completions"}
+        targets = {"direct": f"{upstream}/v1/chat/completions"}
         router = _router_binary()
         if router:
             r_port = free_port()
             rlog = (workdir / "router.log").open("w")
             rp = subprocess.Popen(
                 [router, "--host", "127.0.0.1", "--port", str(r_port),
-                 "--worker-urls", engine.url, "--policy", "round_robin"],
+                 "--worker-urls", upstream, "--policy", "round_robin"],
                 stdout=rlog, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
             rlog.close()
@@ -98,8 +133,8 @@ def run(requests: int = 100, workdir: Path | None = None) -> dict[str, Any]:
         user = [{"role": "user", "content": "What is the capital of France?"}]
         # What the gateway sends for a one-step Flash plan; sent as is to the other paths.
         direct_body = build_request(
-            "bench", build_messages(Role.SOLVER, Depth.FLASH, user), DEPTH_MAX_TOKENS[Depth.FLASH],
-            priority=int(time.time() * 1000),
+            served_name, build_messages(Role.SOLVER, Depth.FLASH, user),
+            DEPTH_MAX_TOKENS[Depth.FLASH], priority=int(time.time() * 1000),
         )  # fmt: skip
         gw_body = {"model": "bench", "messages": user, "inframind": {"budget_s": 60}}
         for name, url in targets.items():  # warm-up: connections, engine caches
@@ -113,8 +148,7 @@ def run(requests: int = 100, workdir: Path | None = None) -> dict[str, Any]:
     finally:
         for p in procs:
             stop_process(p)
-        stop_engines([engine])
-    summary: dict[str, Any] = {"requests": requests, "paths": {}}
+    summary: dict[str, Any] = {"requests": requests, "upstream": upstream, "paths": {}}
     base = np.array(lat["direct"]) * 1e3
     for name, values in lat.items():
         ms = np.array(values) * 1e3
@@ -154,9 +188,15 @@ def _decision_us_from_metrics(gw_url: str) -> float | None:
 
 
 def render(summary: dict[str, Any], console: Any) -> None:
+    _render_paths(summary, "in front of a vLLM CPU engine", console)
+    if "instant" in summary:
+        _render_paths(summary["instant"], "in front of an upstream that answers at once", console)
+
+
+def _render_paths(summary: dict[str, Any], where: str, console: Any) -> None:
     from rich.table import Table
 
-    t = Table(title=f"gateway overhead per call, {summary['requests']} sequential calls per path")
+    t = Table(title=f"gateway overhead per call {where}, {summary['requests']} calls per path")
     for col in (
         "path",
         "p50 ms",
