@@ -1,5 +1,5 @@
-"""Faults the gateway must ride out with real engines: an engine that hangs, and the
-gateway itself restarted under load.
+"""Faults the gateway must ride out with real engines: an engine that hangs, the gateway
+itself restarted under load, and ten times more calls than the engine can serve.
 
 (An engine killed mid-load is in test_gateway.py, next to the tests that share its setup.)
 """
@@ -9,15 +9,19 @@ from __future__ import annotations
 import asyncio
 import http.client
 import os
+import random
 import signal
 import urllib.error
 import urllib.parse
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
 from inframind.api.config import PipelineConfig
 from inframind.api.pipeline import PolicySource
+from inframind.controller.loads import build_routing
 from inframind.localstack.processes import start_gateway, wait_for
 from inframind.vocab import Depth, Topology
 from support.dataplane import get_json, pool, until
@@ -124,3 +128,109 @@ async def test_a_gateway_restarted_under_load_drains_its_calls_and_keeps_its_con
     async with httpx.AsyncClient(base_url=gw.url, timeout=2 * BUDGET_S) as client:
         again = await _ask(client, 100)
     assert again["pipeline"] == "demo" and again["steps"][0]["depth"] == "deepthink"
+
+
+@dataclass
+class _Outcome:
+    sheddable: bool
+    status: int | None = None  # None: no HTTP answer at all (a lost call)
+    code: str = ""
+    message: str = ""
+    retry_after: str | None = None
+    trace: dict | None = None
+
+
+def _rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+async def test_overload_keeps_tight_budgets_sheds_loose_ones_early_and_loses_nothing(
+    engines, gateway
+):
+    """20 calls/s for 8 s at a 2-slot engine, a tenth of them tight (10 s, not sheddable),
+    the rest loose (30 s, sheddable); about a third of the loose ones get shed. The bench
+    (`--scenario overload`, in `make bench`) runs the longer 10x case and reports figures:
+    there the tight class does *not* keep its SLO on 2 cores, so here it is held to 80 %
+    (its runs so far: 16/16 at 12 calls/s, 20/20 at 20)."""
+    engine = engines["beta"]
+    gw = gateway(
+        PipelineConfig(
+            pipeline="demo",
+            pools=[pool(engine).model_copy(update={"max_num_seqs": 2})],
+            topologies=[Topology.SINGLE],
+            depths=[Depth.CONCISE],
+            routing=build_routing(  # the admission classes the operator's loop writes
+                [{"load": {"source": "prometheus", "stale": False, "kvUsagePercent": 0}}]
+            ),
+        )
+    )
+    routed_before = gw.pools()["pools"][0]["routed"]
+    rss_before = peak_rss = _rss_mib(gw.process.pid)
+    rng = random.Random(7)
+    outcomes: list[_Outcome] = []
+
+    async def one(client: httpx.AsyncClient, sheddable: bool) -> None:
+        out = _Outcome(sheddable)
+        outcomes.append(out)
+        budget = 30 if sheddable else 10
+        body = {
+            "model": "demo",
+            "messages": [{"role": "user", "content": "Name three prime numbers and why."}],
+            "inframind": {"budget_s": budget, "sheddable": sheddable},
+        }
+        try:
+            r = await client.post("/v1/chat/completions", json=body, timeout=budget + 30)
+        except httpx.HTTPError as exc:
+            out.message = repr(exc)
+            return
+        out.status, payload = r.status_code, r.json()
+        out.retry_after = r.headers.get("Retry-After")
+        if r.status_code == 200:
+            out.trace = payload["inframind"]
+        else:
+            error = payload["error"]
+            out.code, out.message, out.trace = (
+                error["code"],
+                error["message"],
+                error.get("inframind"),
+            )
+
+    limits = httpx.Limits(max_connections=None)
+    async with httpx.AsyncClient(base_url=gw.url, limits=limits) as client:
+        calls = []
+        for _ in range(160):  # Poisson arrivals at 20/s: bounded in count and time
+            calls.append(asyncio.create_task(one(client, sheddable=rng.random() > 0.1)))
+            await asyncio.sleep(rng.expovariate(20.0))
+            peak_rss = max(peak_rss, _rss_mib(gw.process.pid))
+        while not all(c.done() for c in calls):
+            peak_rss = max(peak_rss, _rss_mib(gw.process.pid))
+            await asyncio.sleep(0.5)
+
+    lost = [o for o in outcomes if o.status is None]
+    assert not lost, lost  # every call got an answer: 200, or an error that says why
+    assert {o.status for o in outcomes} <= {200, 429, 503}, outcomes
+    shed = [o for o in outcomes if o.status == 429]
+    loose = [o for o in outcomes if o.sheddable]
+    # The overload was real: loose calls were shed, and some were still answered.
+    assert len(shed) >= 10 and any(o.status == 200 for o in loose), outcomes
+    # Only sheddable calls are shed, each refused at admission (code "shed", before any
+    # engine call) with Retry-After and a reason.
+    assert all(o.sheddable and o.code == "shed" and o.message for o in shed), shed
+    assert all(o.retry_after and int(o.retry_after) >= 1 for o in shed), shed
+    # Shed early, not left to time out: no loose call was given up on for lack of time.
+    assert not [o for o in loose if o.status == 503 and "within" in o.message], loose
+    # Tight calls go first (EDF priority) and are never shed: most keep their budget.
+    tight = [o for o in outcomes if not o.sheddable]
+    kept = [o for o in tight if o.status == 200 and o.trace["met_budget"]]
+    assert len(kept) >= 0.8 * len(tight), tight
+    # Failures of tight calls name their cause and carry their trace.
+    assert all(o.message and o.trace for o in outcomes if o.status == 503), outcomes
+    # Engine calls were made for admitted calls only: the pool's routed count grew by
+    # exactly the attempts in their traces.
+    attempts = sum(s["attempts"] for o in outcomes if o.trace for s in o.trace["steps"])
+    assert gw.pools()["pools"][0]["routed"] - routed_before == attempts
+    # Nothing queues without bound in the gateway.
+    assert peak_rss - rss_before < 40, (rss_before, peak_rss)
