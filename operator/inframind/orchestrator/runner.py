@@ -219,7 +219,18 @@ class Runner:
                 )
                 for slot, role in enumerate(roles)
             ]
-            results = await asyncio.gather(*jobs, return_exceptions=True)
+            results: list[CallResult | BaseException]
+            if len(jobs) == 1:
+                # One step runs in this task, not a new one: it takes its engine slot
+                # (endpoints.acquire) before the handler first yields, so queries arriving
+                # in a burst see each other's load at admission. As tasks, all of a burst
+                # was admitted before any step started, and none was ever shed.
+                try:
+                    results = [await jobs[0]]
+                except Exception as exc:  # collected, as gather(return_exceptions) does
+                    results = [exc]
+            else:
+                results = await asyncio.gather(*jobs, return_exceptions=True)
             answers = []
             for r in results:
                 if isinstance(r, CallResult):
