@@ -25,7 +25,7 @@ from inframind.policy.estimate import (
     plan_accuracy,
 )
 from inframind.policy.features import MAX_POOLS, encode_query, encode_step, executor_mask
-from inframind.policy.heuristics import BudgetGreedy
+from inframind.policy.heuristics import BudgetGreedy, _ranked_pools
 from inframind.policy.types import (
     DEPTH_INDEX,
     DEPTHS,
@@ -278,3 +278,16 @@ def test_features_and_masks_equal_the_reference():
         if not mask.any():
             mask[: len(snapshot.loads)] = True
         assert executor_mask(snapshot, depths).tolist() == mask.ravel().tolist()
+
+
+def test_load_blind_ranking_equals_a_sort_by_prior_accuracy():
+    rng = np.random.default_rng(4)
+    for case in range(CASES):
+        snapshot, query = _cluster(rng)
+        t = TASK_INDEX[query.task]
+        for depth in DEPTHS:
+            d = DEPTH_INDEX[depth]
+            pools = [i for i, load in enumerate(snapshot.loads) if load.available]
+            pools = pools or list(range(len(snapshot.profiles)))
+            expected = sorted(pools, key=lambda i: (-snapshot.profiles[i].accuracy[t, d], i))
+            assert _ranked_pools(snapshot, query, depth) == expected, f"case {case}"

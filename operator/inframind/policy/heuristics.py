@@ -29,11 +29,9 @@ from .types import (
 
 def _ranked_pools(snapshot: ClusterSnapshot, query: Query, depth: Depth) -> list[int]:
     """Available pools by prior accuracy on this task at this depth, best first."""
-    t, d = TASK_INDEX[query.task], DEPTH_INDEX[depth]
-    pools = [i for i, load in enumerate(snapshot.loads) if load.available] or list(
-        range(len(snapshot.profiles))
-    )
-    return sorted(pools, key=lambda i: (-snapshot.profiles[i].accuracy[t, d], i))
+    ranked = profile_arrays(snapshot.profiles).ranked(TASK_INDEX[query.task], (DEPTH_INDEX[depth],))
+    loads = snapshot.loads  # ties in the ranking keep the lower pool index first
+    return [i for _, i, _ in ranked if loads[i].available] or [i for _, i, _ in ranked]
 
 
 class SingleBest(Policy):

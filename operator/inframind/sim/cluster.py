@@ -28,7 +28,9 @@ kernels overlap a little) and optimistic against none at all.
 
 from __future__ import annotations
 
+import bisect
 import heapq
+import itertools
 import math
 import random
 from collections.abc import Sequence
@@ -77,7 +79,28 @@ class ExpService:
 
 
 class _Seq:
-    __slots__ = ("blocks", "call", "chunk", "ctx", "generated", "key", "out", "prefilled", "prompt")
+    """A call inside an engine.
+
+    While it decodes, its context and generated counts are not stored but
+    derived from the engine's step counter: ctx = engine.e - base and
+    generated = engine.e - gb (`ctx`, `generated` and `blocks` are exact only
+    while it waits or prefills, and once it has left).
+    """
+
+    __slots__ = (
+        "base",
+        "blocks",
+        "call",
+        "chunk",
+        "ctx",
+        "gb",
+        "generated",
+        "key",
+        "order",
+        "out",
+        "prefilled",
+        "prompt",
+    )
 
     def __init__(self, call: SimCall, key: tuple) -> None:
         self.call = call
@@ -89,10 +112,22 @@ class _Seq:
         self.ctx = 0  # tokens whose KV the sequence holds (prompt reserved whole)
         self.blocks = 0
         self.chunk = 0  # prompt tokens prefilled in the current segment
+        self.order = -1  # admission number while running, -1 otherwise
+        self.base = self.gb = 0
 
 
 class _Engine:
-    """One vLLM engine replica (see the module docstring)."""
+    """One vLLM engine replica (see the module docstring).
+
+    Every decoding sequence advances one token per step, so the engine keeps
+    aggregates instead of visiting each sequence per event: a step counter
+    `e` from which each decoder's context and output length follow, the
+    decoders counted by the step (mod 16) at which they need their next KV
+    block (`cls`), a heap of the steps at which they finish (`fins`), and the
+    running sums the step-time model needs. An event then costs the same
+    whatever the batch size; only preemption and chunked prefills still look
+    at sequences one by one.
+    """
 
     __slots__ = (
         "a",
@@ -100,18 +135,27 @@ class _Engine:
         "busy",
         "c",
         "cap",
+        "chunked",
+        "cls",
+        "ctxsum",
+        "e",
         "end",
         "f",
-        "gen",
+        "fins",
         "gpu",
         "h",
         "k",
         "max_seqs",
         "max_tokens",
+        "ndec",
+        "new",
+        "orders",
         "p",
         "pool",
         "pre",
         "preemptions",
+        "prefilling",
+        "rot",
         "running",
         "s0",
         "t0",
@@ -128,9 +172,18 @@ class _Engine:
         self.pool = pool
         self.gpu = gpu
         self.waiting: list[tuple[tuple, _Seq]] = []
-        self.running: list[_Seq] = []
-        self.gen: list[_Seq] = []
+        self.running: dict[int, _Seq] = {}  # by admission number, hence in admission order
+        self.orders = 0
+        self.e = 0  # decode steps run so far
+        self.cls = [0] * BLOCK_TOKENS  # decoders by (ctx - e) mod 16: base mod 16
+        self.fins: list[tuple[int, int, _Seq]] = []  # (finishing step, order, seq), lazy
+        self.ndec = 0  # decoding sequences
+        self.prefilling = 0  # running sequences whose prompt is not yet prefilled
+        self.ctxsum = 0  # KV tokens held by running sequences
         self.used = 0
+        self.new: list[_Seq] = []  # sequences that start decoding in the planned segment
+        self.chunked: list[_Seq] = []  # sequences prefilling in the planned segment
+        self.rot: list[int] = []  # decoders by the step of their first block need, 1..16
         self.busy = False
         self.end = math.inf
         self.version = 0
@@ -140,8 +193,8 @@ class _Engine:
 
     # -- queue ---------------------------------------------------------------
 
-    def enqueue(self, seq: _Seq) -> None:
-        heapq.heappush(self.waiting, (seq.key, seq))
+    def enqueue(self, call: SimCall, key: tuple) -> None:
+        heapq.heappush(self.waiting, (key, _Seq(call, key)))
 
     def on_submit(self, t: float, factor: float) -> bool:
         """A call joined the queue at t; True when this engine's next event moved."""
@@ -153,62 +206,64 @@ class _Engine:
         return False
 
     def _preempt(self, seq: _Seq) -> None:
-        self.running.remove(seq)
-        self.used -= seq.blocks
+        del self.running[seq.order]
+        seq.order = -1  # its entry in `fins`, if any, is now stale
+        if seq.prefilled >= seq.prompt:  # decoding
+            ctx = self.e - seq.base
+            seq.generated = self.e - seq.gb
+            blocks = -(-ctx // BLOCK_TOKENS)
+            self.cls[seq.base % BLOCK_TOKENS] -= 1
+            self.ndec -= 1
+        else:
+            ctx, blocks = seq.ctx, seq.blocks
+            self.prefilling -= 1
+        self.used -= blocks
+        self.ctxsum -= ctx
         seq.blocks = 0
         seq.ctx = 0
         seq.prefilled = 0
         seq.prompt = seq.call.prompt_tokens + seq.generated  # recompute what it had
         seq.call.preemptions += 1
         self.preemptions += 1
-        self.enqueue(seq)
+        heapq.heappush(self.waiting, (seq.key, seq))
 
     # -- segments ------------------------------------------------------------
 
     def plan(self, t: float, factor: float) -> None:
         """At a step boundary: schedule like vLLM and plan the next segment."""
-        running = self.running
+        running, cls, e = self.running, self.cls, self.e
+        # A decoder needs a block for its next token when its context is a multiple of 16.
         preempted = False
-        if self.cap - self.used < len(running):
-            while True:
-                # Blocks the running decoders need for their next token.
-                need = 0
-                for s in running:
-                    if s.prefilled >= s.prompt and s.ctx >= s.blocks * BLOCK_TOKENS:
-                        need += 1
-                if need <= self.cap - self.used:
-                    break
-                self._preempt(max(running, key=_key))
-                preempted = True
-        need = 0  # counted again below, with the batch
+        while cls[e % BLOCK_TOKENS] > self.cap - self.used:
+            self._preempt(max(running.values(), key=_key))
+            preempted = True
+        need = cls[e % BLOCK_TOKENS]
 
-        budget = self.max_tokens
-        gen: list[_Seq] = []
-        firsts: list[int] = []  # per generating sequence: the step that needs its next block
-        kmax = 1 << 30  # steps until the first generating sequence finishes
+        fins = self.fins
+        while fins and fins[0][2].order != fins[0][1]:
+            heapq.heappop(fins)
+        kmax = fins[0][0] - e if fins else 1 << 30  # steps until the first decoder finishes
+        new: list[_Seq] = []  # sequences that decode from this segment on
+        newf: list[int] = []  # the step at which each of them needs its next block
+        chunked: list[_Seq] = []
         prefill = 0
-        context = 0
         partial = False
-        for s in running:
-            ctx = s.ctx
-            context += ctx
-            if s.prefilled >= s.prompt:  # decoding: one token this step
-                budget -= 1
-                slack = s.blocks * BLOCK_TOKENS - ctx
-                if slack <= 0:
-                    need += 1
-                gen.append(s)
-                firsts.append(slack + 1)
-                left = s.out - s.generated
-                if left < kmax:
-                    kmax = left
-            else:  # a chunked prefill continues
+        if not self.prefilling:
+            budget = self.max_tokens - self.ndec
+        else:  # chunked prefills continue, served in running order after the decoders before them
+            budget = self.max_tokens
+            for s in running.values():
+                if s.prefilled >= s.prompt:
+                    budget -= 1
+                    continue
                 s.chunk = min(s.prompt - s.prefilled, max(budget, 0))
                 budget -= s.chunk
                 prefill += s.chunk
+                chunked.append(s)
                 if s.prefilled + s.chunk >= s.prompt:
-                    gen.append(s)
-                    firsts.append(s.blocks * BLOCK_TOKENS - ctx + 1)
+                    self.prefilling -= 1  # the segment's first step completes it
+                    new.append(s)
+                    newf.append(s.blocks * BLOCK_TOKENS - s.ctx + 1)
                     kmax = min(kmax, s.out - s.generated)
                 else:
                     partial = True
@@ -230,43 +285,54 @@ class _Engine:
                 self.used += blocks
                 s.blocks = blocks
                 s.ctx = s.prompt
-                context += s.prompt
+                self.ctxsum += s.prompt
                 s.prefilled = 0
                 s.chunk = min(s.prompt, budget)
                 budget -= s.chunk
                 prefill += s.chunk
-                running.append(s)
+                s.order = self.orders
+                self.orders += 1
+                running[s.order] = s
+                chunked.append(s)
                 if s.call.started_s is None:
                     s.call.started_s = t
                 if s.chunk >= s.prompt:
-                    gen.append(s)
-                    firsts.append(blocks * BLOCK_TOKENS - s.prompt + 1)
+                    new.append(s)
+                    newf.append(blocks * BLOCK_TOKENS - s.prompt + 1)
                     kmax = min(kmax, s.out - s.generated)
                 else:
+                    self.prefilling += 1
                     partial = True
 
         if not running:
             self.busy = False
             self.end = math.inf
-            self.gen = []
+            self.new = self.chunked = []
             return
 
-        n = len(gen)
+        d = self.ndec
+        n = d + len(new)
+        r = e % BLOCK_TOKENS
+        rot = self.rot = cls[r:] + cls[:r] if d else []  # rot[f - 1]: first need at step f
         k = 1
         if not partial and n and kmax > 1:
             # KV horizon: sequence i needs a block at steps f_i, f_i + 16, ... with every
             # f_i in a window of 16, so needs come in rounds of one per sequence and the
             # (free+1)-th need falls at sorted(f)[free % n] + 16 (free // n).
-            firsts.sort()
+            counts = [*rot, 0] if d else [0] * (BLOCK_TOKENS + 1)
+            for f in newf:
+                counts[f - 1] += 1
             rounds, rem = divmod(self.cap - self.used, n)
-            k = min(kmax, firsts[rem] + BLOCK_TOKENS * rounds - 1)
-        self.gen = gen
+            f = bisect.bisect_right(list(itertools.accumulate(counts)), rem) + 1
+            k = min(kmax, f + BLOCK_TOKENS * rounds - 1)
+        self.new = new
+        self.chunked = chunked
         self.busy = True
         self.t0 = t
         self.f = factor
         self.k = k
         self.pre = self.p * prefill
-        self.s0 = self.a + self.b * n + self.c * context
+        self.s0 = self.a + self.b * n + self.c * self.ctxsum
         self.h = self.c * n
         self.end = t + factor * (self.pre + k * self.s0 + self.h * k * (k - 1) / 2)
 
@@ -297,38 +363,52 @@ class _Engine:
     def commit(self, t: float, out: list[SimCall]) -> None:
         """Apply the segment that ends at t: tokens, first tokens, blocks, completions."""
         k = self.k
-        first_t = self.t0 + self.f * (self.pre + self.s0)
-        done = False
-        if self.pre:
-            for s in self.running:
-                if s.chunk:
-                    s.prefilled += s.chunk
-                    s.chunk = 0
+        e0 = self.e
+        e = self.e = e0 + k
+        for s in self.chunked:
+            s.prefilled += s.chunk
+            s.chunk = 0
         used = self.used
-        for s in self.gen:
-            g = s.generated = s.generated + k
-            ctx = s.ctx = s.ctx + k
-            if g == k and s.call.first_token_s is None:
-                s.call.first_token_s = first_t
-            grow = -(-ctx // BLOCK_TOKENS) - s.blocks
-            if grow > 0:
-                s.blocks += grow
-                used += grow
-            if g >= s.out:
-                done = True
-        if done:
-            keep = []
-            for s in self.running:
-                if s.generated >= s.out:
-                    used -= s.blocks
-                    s.blocks = 0
-                    s.call.finished_s = t
-                    out.append(s.call)
-                else:
-                    keep.append(s)
-            self.running = keep
+        d = self.ndec
+        if d:  # decoders' block needs: one per 16 steps each, plus those due in the remainder
+            rounds, rest = divmod(k, BLOCK_TOKENS)
+            used += rounds * d + sum(self.rot[:rest])
+        fins = self.fins
+        new = self.new
+        if new:
+            first_t = self.t0 + self.f * (self.pre + self.s0)
+            cls = self.cls
+            for s in new:
+                g0 = s.generated
+                if g0 == 0 and s.call.first_token_s is None:
+                    s.call.first_token_s = first_t
+                ctx = s.ctx + k
+                grow = -(-ctx // BLOCK_TOKENS) - s.blocks
+                if grow > 0:
+                    used += grow
+                s.base = e0 - s.ctx
+                s.gb = e0 - g0
+                cls[s.base % BLOCK_TOKENS] += 1
+                heapq.heappush(fins, (e0 + s.out - g0, s.order, s))
+            self.ndec = d = d + len(new)
+        self.ctxsum += k * d
+        while fins and fins[0][0] <= e:  # k never passes a finish, so these finish at e
+            _, order, s = heapq.heappop(fins)
+            if s.order != order:
+                continue
+            ctx = e - s.base
+            used -= -(-ctx // BLOCK_TOKENS)
+            self.ctxsum -= ctx
+            self.cls[s.base % BLOCK_TOKENS] -= 1
+            self.ndec -= 1
+            del self.running[order]
+            s.order = -1
+            s.generated = s.out
+            s.ctx = s.blocks = 0
+            s.call.finished_s = t
+            out.append(s.call)
         self.used = used
-        self.gen = []
+        self.new = self.chunked = []
         self.busy = False
         self.end = math.inf
 
@@ -375,8 +455,8 @@ class _ExpEngine:
         self.version = 0
         self.preemptions = 0
 
-    def enqueue(self, seq: _Seq) -> None:
-        heapq.heappush(self.waiting, (seq.key, seq))
+    def enqueue(self, call: SimCall, key: tuple) -> None:
+        heapq.heappush(self.waiting, (key, _Seq(call, key)))
 
     def on_submit(self, t: float, factor: float) -> bool:
         if len(self.running) < self.servers:
@@ -503,7 +583,6 @@ class Cluster:
         call.submitted_s = self.now
         self._arrivals += 1
         prio = call.priority if self.scheduler_priority and call.priority is not None else 0
-        seq = _Seq(call, (prio, self._arrivals))
         idxs = self._pool_engines[call.pool]
         idx = idxs[0]
         if len(idxs) > 1:
@@ -513,7 +592,7 @@ class Cluster:
         eng = self._engines[idx]
         was_busy = eng.busy
         self._dirty.add(call.pool)
-        eng.enqueue(seq)
+        eng.enqueue(call, (prio, self._arrivals))
         if eng.on_submit(self.now, self._factor(eng, was_busy)):
             self._push(idx, eng)
         if eng.busy != was_busy:
