@@ -13,7 +13,7 @@ import heapq
 import math
 
 from inframind.sim.calibration import BLOCK_TOKENS, EngineCalibration
-from inframind.sim.cluster import SimCall
+from inframind.sim.cluster import SimCall, _Engine
 
 
 class Seq:
@@ -84,14 +84,10 @@ class ReferenceEngine:
         seq = Seq(call, key)
         heapq.heappush(self.waiting, (seq.key, seq))
 
-    def on_submit(self, t: float, factor: float) -> bool:
-        """A call joined the queue at t; True when this engine's next event moved."""
-        if not self.busy:
-            self.plan(t, factor)
-            return self.busy
-        if len(self.running) < self.max_seqs:
-            return self.truncate(t)  # it may join the batch at the next step boundary
-        return False
+    # Unchanged by the rewrite, so shared: waking on a submission, cutting a segment short.
+    on_submit = _Engine.on_submit
+    truncate = _Engine.truncate
+    kv_usage = _Engine.kv_usage
 
     def _preempt(self, seq: Seq) -> None:
         self.running.remove(seq)
@@ -211,30 +207,6 @@ class ReferenceEngine:
         self.h = self.c * n
         self.end = t + factor * (self.pre + k * self.s0 + self.h * k * (k - 1) / 2)
 
-    def truncate(self, t: float) -> bool:
-        """Cut the segment at the end of the step in progress at t; True if it moved."""
-        if not self.busy or t >= self.end or self.k <= 1:
-            return False
-        e = (t - self.t0) / self.f - self.pre  # decode time elapsed, in solo seconds
-        s0, h = self.s0, self.h
-        if e < s0:
-            j = 0
-        elif h <= 0:
-            j = int(e / s0)
-        else:
-            q = s0 - h / 2
-            j = int((-q + math.sqrt(q * q + 2 * h * e)) / h)
-        while j > 0 and j * s0 + h * j * (j - 1) / 2 > e:
-            j -= 1
-        while (j + 1) * s0 + h * (j + 1) * j / 2 <= e:
-            j += 1
-        k = j + 1
-        if k >= self.k:
-            return False
-        self.k = k
-        self.end = self.t0 + self.f * (self.pre + k * s0 + h * k * (k - 1) / 2)
-        return True
-
     def commit(self, t: float, out: list[SimCall]) -> None:
         """Apply the segment that ends at t: tokens, first tokens, blocks, completions."""
         k = self.k
@@ -272,10 +244,6 @@ class ReferenceEngine:
         self.gen = []
         self.busy = False
         self.end = math.inf
-
-    @property
-    def kv_usage(self) -> float:
-        return self.used / self.cap if self.cap else 0.0
 
 
 def _key(s: Seq) -> tuple:
