@@ -14,7 +14,7 @@ from __future__ import annotations
 import random
 
 import pytest
-from tests.support.sim_reference import ReferenceEngine
+from support.sim_reference import ReferenceEngine
 
 import inframind.sim.cluster as cluster_mod
 from inframind.sim.cluster import Cluster, SimCall
