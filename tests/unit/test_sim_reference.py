@@ -14,10 +14,10 @@ from __future__ import annotations
 import random
 
 import pytest
-from support.sim_reference import ReferenceEngine
 
 import inframind.sim.cluster as cluster_mod
 from inframind.sim.cluster import Cluster, SimCall
+from support.sim_reference import ReferenceEngine
 
 pytestmark = pytest.mark.unit
 
