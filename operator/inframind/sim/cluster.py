@@ -206,19 +206,15 @@ class _Engine:
         return False
 
     def _preempt(self, seq: _Seq) -> None:
-        del self.running[seq.order]
-        seq.order = -1  # its entry in `fins`, if any, is now stale
         if seq.prefilled >= seq.prompt:  # decoding
-            ctx = self.e - seq.base
             seq.generated = self.e - seq.gb
-            blocks = -(-ctx // BLOCK_TOKENS)
-            self.cls[seq.base % BLOCK_TOKENS] -= 1
-            self.ndec -= 1
+            self.used -= self._drop_decoder(seq)
         else:
-            ctx, blocks = seq.ctx, seq.blocks
+            del self.running[seq.order]
+            seq.order = -1
             self.prefilling -= 1
-        self.used -= blocks
-        self.ctxsum -= ctx
+            self.used -= seq.blocks
+            self.ctxsum -= seq.ctx
         seq.blocks = 0
         seq.ctx = 0
         seq.prefilled = 0
@@ -226,6 +222,16 @@ class _Engine:
         seq.call.preemptions += 1
         self.preemptions += 1
         heapq.heappush(self.waiting, (seq.key, seq))
+
+    def _drop_decoder(self, seq: _Seq) -> int:
+        """Take a decoding sequence out of the batch's aggregates; the blocks it held."""
+        ctx = self.e - seq.base
+        self.ctxsum -= ctx
+        self.cls[seq.base % BLOCK_TOKENS] -= 1
+        self.ndec -= 1
+        del self.running[seq.order]
+        seq.order = -1  # its entry in `fins`, if any, is now stale
+        return -(-ctx // BLOCK_TOKENS)
 
     # -- segments ------------------------------------------------------------
 
@@ -396,13 +402,7 @@ class _Engine:
             _, order, s = heapq.heappop(fins)
             if s.order != order:
                 continue
-            ctx = e - s.base
-            used -= -(-ctx // BLOCK_TOKENS)
-            self.ctxsum -= ctx
-            self.cls[s.base % BLOCK_TOKENS] -= 1
-            self.ndec -= 1
-            del self.running[order]
-            s.order = -1
+            used -= self._drop_decoder(s)
             s.generated = s.out
             s.ctx = s.blocks = 0
             s.call.finished_s = t
