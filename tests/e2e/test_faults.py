@@ -112,8 +112,18 @@ async def test_a_gateway_restarted_under_load_drains_its_calls_and_keeps_its_con
     )
     port = urllib.parse.urlsplit(gw.url).port
     async with httpx.AsyncClient(base_url=gw.url, timeout=2 * BUDGET_S) as client:
-        in_flight = [asyncio.create_task(_ask(client, i)) for i in range(4)]
-        await until(lambda: sum(p["inflight"] for p in gw.pools()["pools"]) >= 2, "calls")
+        in_flight: list[asyncio.Task] = []
+
+        async def two_calls_held() -> bool:
+            # The random-weight model may draw its end of text after a few tokens, so a
+            # wave of calls can be over before a poll sees it: send another wave then.
+            if all(t.done() for t in in_flight) and len(in_flight) < 40:
+                n = len(in_flight)
+                in_flight.extend(asyncio.create_task(_ask(client, n + i)) for i in range(4))
+            pools = (await asyncio.to_thread(gw.pools))["pools"]
+            return sum(p["inflight"] for p in pools) >= 2
+
+        await until(two_calls_held, "two calls in flight on the gateway")
         # A rolling update: SIGTERM. The gateway stops taking connections and finishes
         # the calls it holds (Kubernetes gives it terminationGracePeriodSeconds).
         gw.process.send_signal(signal.SIGTERM)
