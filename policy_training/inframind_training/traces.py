@@ -25,6 +25,8 @@ Schema: one JSON object per line, written by the gateway (`--trace-log`) from
         error            str?   last error if the step failed
         started_at       float? Unix time its (last) attempt was sent
         ttft_s           float? from sending to the engine's first token
+        queued_s         float  held in the gateway for a free batch slot before
+                                sending (0 when the pool's slot count is unknown)
 
 Optional, read when present: `arrival_unix_s` (float) lets the arrival rate be
 estimated; without it training keeps its load mix. Lines that do not parse or

@@ -180,7 +180,9 @@ class ModelPoolSpec(CamelModel):
         ge=1,
         le=4096,
         description="External mode: the servers' --max-num-seqs (sequences each runs at "
-        "once; default 32). Managed pools take it from managed.engine.maxNumSeqs",
+        "once). When set, gateways send each server at most this many calls and hold the "
+        "rest, earliest deadline first; unset, calls go straight out and estimates assume "
+        "32. Managed pools take it from managed.engine.maxNumSeqs",
     )
 
     @model_validator(mode="after")

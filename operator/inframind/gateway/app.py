@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from ..api.config import PipelineConfig
 from ..orchestrator.runner import Outcome, PipelineFailed, Runner, StepTrace, infer_task
 from ..orchestrator.scheduler import admit
+from ..orchestrator.slots import SlotQueue
 from ..policy.base import Limits
 from ..policy.runtime import load_policy
 from ..policy.types import Query
@@ -72,6 +73,7 @@ class Gateway:
             else None
         )
         self.view = LiveView(self.scraper, self.endpoints, prometheus=self.prometheus)
+        self.slots = SlotQueue()  # outlives config reloads, as the calls holding slots do
         self.config: PipelineConfig | None = None
         self.runner: Runner | None = None
         self.policy_version = "-"
@@ -123,6 +125,7 @@ class Gateway:
             self._flush_traces()
             for url in self.scraper.endpoints:
                 self.metrics.inflight.labels(url).set(self.endpoints.inflight.get(url, 0))
+                self.metrics.queued.labels(url).set(self.slots.queued(url))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.settings.config_poll_seconds)
 
@@ -164,7 +167,9 @@ class Gateway:
             log.warning("pipeline %s: %s", config.pipeline, warning)
         self.view.configure(config)
         assert self._session is not None
-        self.runner = Runner(config.pipeline, self._session, self.view, policy, on_step=self._step)
+        self.runner = Runner(
+            config.pipeline, self._session, self.view, policy, on_step=self._step, slots=self.slots
+        )
         old = self.config
         self.config = config
         self.config_error = None
@@ -249,6 +254,8 @@ class Gateway:
                     "running": load.running,
                     "kv_usage": load.kv_usage,
                     "inflight": load.inflight,
+                    # Of those, held here for a free batch slot (pools with max_num_seqs).
+                    "queued": sum(self.slots.queued(u) for u in pool.endpoints),
                     "stale": load.stale,
                     "available": load.available,
                     "routed": sum(self.endpoints.routed.get(u, 0) for u in pool.endpoints),

@@ -26,6 +26,12 @@ class GatewayMetrics:
         self.inflight = Gauge(
             "inframind_inflight", "Calls in flight per endpoint", ["endpoint"], registry=r
         )
+        self.queued = Gauge(
+            "inframind_queued",
+            "Calls held in the gateway for a free batch slot, per endpoint",
+            ["endpoint"],
+            registry=r,
+        )
         self.latency = Histogram(
             "inframind_request_latency_seconds",
             "Whole-workflow latency",

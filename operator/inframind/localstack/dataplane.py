@@ -225,7 +225,7 @@ def pool_table(view: dict, report: LoadReport, peaks: dict[str, dict[str, float]
         f"sent {report.sent} · answered {len(report.latencies)} · shed {report.shed} · "
         f"errors {len(report.errors)}"
     )
-    for col in ("pool", "waiting (peak)", "running", "KV % (peak)", "in flight", "routed",
+    for col in ("pool", "waiting (peak)", "running", "KV % (peak)", "in flight (held)", "routed",
                 "depth mix"):  # fmt: skip
         table.add_column(col, justify="right" if col != "pool" else "left", no_wrap=True)
     for p in view.get("pools", []):
@@ -238,7 +238,7 @@ def pool_table(view: dict, report: LoadReport, peaks: dict[str, dict[str, float]
             f"{p['waiting']:.0f} ({peak['waiting']:.0f})",
             f"{p['running']:.0f}",
             f"{100 * p['kv_usage']:.0f} ({100 * peak['kv']:.0f})",
-            str(p["inflight"]),
+            f"{p['inflight']} ({p.get('queued', 0)})",
             str(p["routed"]),
             mix,
         )

@@ -36,6 +36,7 @@ from .engine import (
     chat_stream,
 )
 from .prompts import DEPTH_MAX_TOKENS, build_messages
+from .slots import SlotQueue
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class StepTrace:
     attempts: int = 0
     error: str | None = None
     started_at: float | None = None  # Unix time the (last) attempt was sent
+    queued_s: float = 0.0  # held here for a free batch slot before that (slots.py)
     ttft_s: float | None = None  # from sending to the engine's first token
 
 
@@ -163,6 +165,7 @@ class Runner:
         policy: Policy,
         max_tokens: dict[Depth, int] | None = None,
         on_step: Callable[[StepTrace], None] | None = None,
+        slots: SlotQueue | None = None,
     ) -> None:
         self.pipeline = pipeline
         self.session = session
@@ -170,6 +173,11 @@ class Runner:
         self.policy = policy
         self.max_tokens = max_tokens or DEPTH_MAX_TOKENS
         self.on_step = on_step
+        # Kept by the gateway across config reloads: calls in flight hold their slots.
+        self.slots = slots or SlotQueue()
+        self.slots.configure(
+            {u: p.max_num_seqs for p in view.pools if p.max_num_seqs for u in p.endpoints}
+        )
 
     def plan(self, query: Query) -> tuple[Plan, ClusterSnapshot, float]:
         snapshot = self.view.snapshot(now=query.arrival_s)
@@ -276,6 +284,8 @@ class Runner:
     ) -> CallResult:
         failed_endpoints: list[str] = []
         last_error: EngineError | None = None
+        # Order in the gateway's slot queue: as vLLM's (EDF: the deadline), else arrival.
+        slot_key = priority if priority is not None else query.arrival_s * 1000
         streamed = False
         context_chars: int | None = None
         step_trace: StepTrace | None = None
@@ -312,10 +322,16 @@ class Runner:
                 priority if pool.priority_scheduling_enabled else None,
             )
             timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
-            start_timeout = max(START_TIMEOUT_S, START_TIMEOUT_SHARE * timeout)
-            self.view.endpoints.acquire(endpoint)
-            step_trace.started_at = round(time.time(), 4)
+            self.view.endpoints.acquire(endpoint)  # counts queued calls too: they are load
+            holds_slot = False
             try:
+                queued_s = await self.slots.acquire(endpoint, slot_key, timeout)
+                holds_slot = True
+                step_trace.queued_s = round(queued_s, 4)
+                if queued_s:
+                    timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
+                start_timeout = max(START_TIMEOUT_S, START_TIMEOUT_SHARE * timeout)
+                step_trace.started_at = round(time.time(), 4)
                 if on_delta is None:
                     result = await chat(self.session, endpoint, body, timeout, start_timeout)
                 else:
@@ -350,6 +366,8 @@ class Runner:
                     continue
                 raise
             finally:
+                if holds_slot:
+                    self.slots.release(endpoint)
                 self.view.endpoints.release(endpoint)
             self.view.endpoints.succeeded(endpoint)
             self.view.observe(
