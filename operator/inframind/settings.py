@@ -41,6 +41,13 @@ class Settings(BaseSettings):
 
     # --- gateway --------------------------------------------------------
     scrape_interval_seconds: float = Field(default=1.0, gt=0)
+    scrape_timeout_seconds: float = Field(
+        default=2.5,
+        gt=0,
+        description="Wait this long for an engine's /metrics; a busy API server can take"
+        " over a second, and an engine unheard from for longer than this plus one interval"
+        " (at least three intervals) counts as stale",
+    )
     gateway_max_inflight: int = Field(
         default=256, ge=1, description="Queries in flight before sheddable ones get 429"
     )

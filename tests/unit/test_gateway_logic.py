@@ -11,11 +11,13 @@ import pytest
 from aiohttp import ClientSession, web
 
 from inframind.api.config import EndpointRoute, PipelineConfig, PoolConfig, Routing
+from inframind.gateway.app import Gateway
 from inframind.orchestrator.runner import combine, fit_context, infer_task
 from inframind.orchestrator.scheduler import admit
 from inframind.policy.heuristics import BudgetGreedy
 from inframind.policy.plans import build_plan
 from inframind.policy.types import ClusterSnapshot, PoolLoad, PoolProfile, Query, StepContext
+from inframind.settings import Settings
 from inframind.telemetry.scrape import EngineScraper
 from inframind.telemetry.snapshot import Endpoints, LiveView, profile_from_config
 from inframind.vocab import TaskFamily, Topology
@@ -188,6 +190,33 @@ async def test_an_engine_too_busy_to_answer_metrics_keeps_its_last_load():
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+async def test_the_gateway_waits_for_an_engine_slow_to_serve_its_metrics():
+    """An idle engine's API server beside a flooded one took over a second to serve /metrics.
+    The gateway waits INFRAMIND_SCRAPE_TIMEOUT_SECONDS (2.5 s by default) for it, so it is
+    read rather than flagged stale; a shorter setting gives up on it."""
+
+    async def slow(_: web.Request) -> web.Response:
+        await asyncio.sleep(1.2)
+        return web.Response(
+            text='vllm:num_requests_waiting{model_name="m"} 3\n'
+            'vllm:num_requests_running{model_name="m"} 5\n'
+        )
+
+    runner, url = await _metrics_server(slow)
+    try:
+        async with ClientSession() as session:
+            for settings, read in (
+                (Settings(), True),
+                (Settings(scrape_timeout_seconds=0.5), False),
+            ):
+                scraper = Gateway(settings).scraper
+                scraper.set_endpoints([url])
+                await scraper.scrape_once(session)
+                assert (scraper.last_ok(url) is not None) is read, settings.scrape_timeout_seconds
+    finally:
+        await runner.cleanup()
 
 
 def test_the_operators_routing_advice_counts_only_while_fresh():

@@ -63,7 +63,11 @@ class Gateway:
         self.config_path = config_path
         self.metrics = GatewayMetrics()
         self.endpoints = Endpoints()
-        self.scraper = EngineScraper([], interval_s=settings.scrape_interval_seconds)
+        self.scraper = EngineScraper(
+            [],
+            interval_s=settings.scrape_interval_seconds,
+            timeout_s=settings.scrape_timeout_seconds,
+        )
         # Prometheus, when configured, fills in for engines the direct scrape cannot reach.
         self.prometheus = (
             PrometheusSource(
