@@ -70,9 +70,14 @@ def _chat_config(cp: ControlPlane, ns: str) -> dict:
 def test_a_restarted_operator_resumes_without_duplicates_or_orphans(own_control_plane, tmp_path):
     cp, ns = own_control_plane, "default"
     cp.kubectl("apply", "-n", ns, "-f", str(ROOT / "manifests" / "examples"))
-    cp.wait(lambda: len(_owned(cp, ns)["ConfigMap"]) == 2, "both gateway ConfigMaps", 60)
-    cp.wait(lambda: len(_owned(cp, ns)["Deployment"]) == 7, "5 vLLM + 2 gateway Deployments", 60)
-    before = _owned(cp, ns)
+    # Everything the examples make, before the snapshot: on a fast machine a partial one
+    # (the gateway Services not yet made) would read as objects created after the restart.
+    full = {"ConfigMap": 2, "Deployment": 7, "Service": 7}  # 5 vLLM pools + 2 gateways
+    before = cp.wait(
+        lambda: (o := _owned(cp, ns)) and {k: len(v) for k, v in o.items()} == full and o,
+        "the examples' ConfigMaps, Deployments and Services",
+        60,
+    )
 
     cp.operator.kill()  # SIGKILL: no shutdown handlers, mid-whatever it was doing
     cp.operator.wait(10)
