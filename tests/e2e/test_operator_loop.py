@@ -24,7 +24,7 @@ from inframind.localstack.engines import free_port
 from inframind.localstack.processes import start_gateway, start_operator, stop_process, wait_for
 from inframind.telemetry.urls import instance_of
 from support.controlplane import ControlPlane
-from support.dataplane import flood_engine
+from support.dataplane import engine_flooded
 from support.prometheus import start_prometheus, stop_prometheus, wait_for_series
 
 pytestmark = pytest.mark.e2e
@@ -154,8 +154,9 @@ async def test_pool_status_and_gateway_routing_follow_engine_load(engines, obser
     finally:
         stop_process(gateway)
 
-    flood = await flood_engine(small, 48, 256)
-    try:
+    # Long requests, two of which fill the KV cache, so the queue is in the engine (see
+    # test_saturated_pool_gets_no_new_calls).
+    async with engine_flooded(small, 8, 768):  # until the checks below are done
         busy = await asyncio.to_thread(
             cp.wait,
             lambda: (
@@ -194,9 +195,6 @@ async def test_pool_status_and_gateway_routing_follow_engine_load(engines, obser
             30,
             "the operator's KV gauge of the loaded pool",
         )
-    finally:
-        for t in flood:
-            t.cancel()
 
     # Queries per loop do not grow with pools: three per pull, pulls shared by pipelines.
     before = _operator_metric(metrics_port, "inframind_operator_promql_queries_total")

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import json
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -99,8 +100,14 @@ class GatewayProc:
         return [json.loads(line) for line in self.trace_log.read_text().splitlines() if line]
 
 
-async def flood_engine(engine: Engine, n: int, tokens: int) -> list[asyncio.Task]:
-    """Occupy an engine with long fixed-length requests sent around the gateway."""
+@contextlib.asynccontextmanager
+async def engine_flooded(
+    engine: Engine, n: int, tokens: int, max_s: float = 240
+) -> AsyncIterator[None]:
+    """Keep `n` long fixed-length requests, sent around the gateway, in flight at an engine
+    for as long as the block runs: each one finished is sent again, so the load outlasts the
+    checks however fast this machine decodes. Bounded in time by `max_s`; on exit the
+    requests are dropped, and vLLM aborts them."""
     body = {
         "model": engine.spec.name,
         "messages": [{"role": "user", "content": "fill the cache " * 40}],
@@ -108,12 +115,36 @@ async def flood_engine(engine: Engine, n: int, tokens: int) -> list[asyncio.Task
         "min_tokens": tokens,
         "ignore_eos": True,
     }
+    stop_at = time.monotonic() + max_s
 
-    async def one() -> httpx.Response:
-        async with httpx.AsyncClient(timeout=300) as client:
-            return await client.post(f"{engine.url}/v1/chat/completions", json=body)
+    async def keep_one(client: httpx.AsyncClient) -> None:
+        while time.monotonic() < stop_at:
+            try:
+                r = await client.post(f"{engine.url}/v1/chat/completions", json=body)
+            except httpx.TransportError:  # a connection dropped under load: send again
+                await asyncio.sleep(0.1)
+                continue
+            r.raise_for_status()
 
-    return [asyncio.create_task(one()) for _ in range(n)]
+    limits = httpx.Limits(max_connections=None)
+    async with httpx.AsyncClient(timeout=300, limits=limits) as client:
+        workers = [asyncio.create_task(keep_one(client)) for _ in range(n)]
+
+        async def stop() -> list[BaseException]:
+            for w in workers:
+                w.cancel()
+            results = await asyncio.gather(*workers, return_exceptions=True)
+            return [r for r in results if isinstance(r, Exception)]
+
+        try:
+            yield
+        except BaseException as exc:
+            # A flood that broke off early explains a check that failed for want of load.
+            if failed := await stop():
+                exc.add_note(f"the flood of {engine.spec.name} failed: {failed[0]!r}")
+            raise
+        failed = await stop()
+    assert not failed, f"the flood of {engine.spec.name} failed: {failed[0]!r}"
 
 
 def engine_core_pids(engine: Engine) -> list[int]:
