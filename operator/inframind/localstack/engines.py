@@ -48,8 +48,12 @@ class Engine:
 
 
 def vllm_python() -> str:
-    """The interpreter that has vLLM: this one, unless INFRAMIND_VLLM_PYTHON says otherwise."""
-    return os.environ.get("INFRAMIND_VLLM_PYTHON", sys.executable)
+    """The interpreter that has vLLM: INFRAMIND_VLLM_PYTHON (the Makefile sets it), else the
+    project's `.venv-serve` beside this venv (as `make serve-setup` makes it), else this one."""
+    if chosen := os.environ.get("INFRAMIND_VLLM_PYTHON"):
+        return chosen
+    serve = Path(sys.prefix).parent / ".venv-serve" / "bin" / "python"
+    return str(serve) if serve.exists() else sys.executable
 
 
 def ensure_tiny_model(out: Path) -> Path:
