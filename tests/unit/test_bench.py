@@ -202,3 +202,18 @@ def test_cli_refuses_an_unknown_scenario_with_the_valid_ones(tmp_path: Path, cap
 
     assert main(["bench", "--scenario", "nope", "--out", str(tmp_path)]) == 2
     assert "valid scenarios: smoke, paper" in capsys.readouterr().err
+
+
+def test_benches_run_by_hand_find_the_projects_vllm_venv(tmp_path, monkeypatch):
+    """`.venv/bin/inframind bench ...` outside make: no INFRAMIND_VLLM_PYTHON, yet the
+    engines start with `.venv-serve`'s interpreter, which has vLLM; the variable wins."""
+    from inframind.localstack import engines
+
+    serve = tmp_path / ".venv-serve" / "bin" / "python"
+    serve.parent.mkdir(parents=True)
+    serve.touch()
+    monkeypatch.delenv("INFRAMIND_VLLM_PYTHON", raising=False)
+    monkeypatch.setattr(engines.sys, "prefix", str(tmp_path / ".venv"))
+    assert engines.vllm_python() == str(serve)
+    monkeypatch.setenv("INFRAMIND_VLLM_PYTHON", "/opt/vllm/bin/python")
+    assert engines.vllm_python() == "/opt/vllm/bin/python"
