@@ -95,13 +95,14 @@ class _History:
 
 
 class EngineScraper:
-    """Poll /metrics of a set of endpoints concurrently, every `interval_s`."""
+    """Poll /metrics of a set of endpoints concurrently, every `interval_s`. The defaults are
+    the gateway's (INFRAMIND_SCRAPE_INTERVAL_SECONDS, INFRAMIND_SCRAPE_TIMEOUT_SECONDS)."""
 
     def __init__(
         self,
         endpoints: Iterable[str],
         interval_s: float = 1.0,
-        timeout_s: float = 0.8,
+        timeout_s: float = 2.5,
         horizon_s: float = 15.0,
     ) -> None:
         self.interval_s = interval_s
