@@ -154,7 +154,7 @@ class _Outcome:
 def _overload_pipeline(engine) -> PipelineConfig:
     return PipelineConfig(
         pipeline="demo",
-        pools=[pool(engine).model_copy(update={"max_num_seqs": 2})],
+        pools=[pool(engine, max_num_seqs=2)],
         topologies=[Topology.SINGLE],
         depths=[Depth.CONCISE],
         routing=build_routing(  # the admission classes the operator's loop writes

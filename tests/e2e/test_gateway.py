@@ -14,9 +14,8 @@ import httpx
 import openai
 import pytest
 
-from inframind.api.config import PipelineConfig, PoolConfig
+from inframind.api.config import PipelineConfig
 from inframind.api.pipeline import Budget, PolicySource
-from inframind.localstack.engines import Engine
 from inframind.vocab import Depth, Topology
 from support.dataplane import (
     engine_core_pids,
@@ -140,16 +139,12 @@ def test_config_changes_are_picked_up_without_restart(engines, gateway):
     )
 
 
-def _with_slots(config: PoolConfig, engine: Engine) -> PoolConfig:
-    return config.model_copy(update={"max_num_seqs": engine.spec.max_num_seqs})
-
-
 async def test_saturated_pool_gets_no_new_calls(engines, gateway):
     small, alpha = engines["small"], engines["alpha"]
     gw = gateway(
         _config(
             # With their real batch caps, as a ModelPool's maxNumSeqs tells the gateway.
-            [_with_slots(pool(small), small), _with_slots(pool(alpha), alpha)],
+            [pool(e, max_num_seqs=e.spec.max_num_seqs) for e in (small, alpha)],
             heuristic="budget-greedy",
             topologies=[Topology.SINGLE],
             depths=[Depth.CONCISE],

@@ -20,12 +20,15 @@ from inframind.api.config import PipelineConfig, PoolConfig
 from inframind.localstack.engines import Engine
 
 
-def pool(engine: Engine, **profile: Any) -> PoolConfig:
+def pool(engine: Engine, *, max_num_seqs: int | None = None, **profile: Any) -> PoolConfig:
+    """The engine as a pool; `max_num_seqs` gives the gateway its batch slots, as a
+    ModelPool's maxNumSeqs does (without it the gateway assumes 32)."""
     return PoolConfig(
         name=f"pool-{engine.spec.name}",
         model="tiny",
         served_model_name=engine.spec.name,
         endpoints=[engine.url],
+        max_num_seqs=max_num_seqs,
         profile=profile or {},
     )
 
