@@ -15,6 +15,7 @@ from inframind.bench.scenarios import BenchError, Cell, Overrides, RunOutcome
 
 pytestmark = pytest.mark.unit
 
+ROOT = Path(__file__).parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 REQUIRED = (
     "scenario",
@@ -113,6 +114,21 @@ def test_table_prints_every_policy_of_a_cell():
     text = console.export_text()
     assert "paper · math · 100 req/min" in text
     assert text.count("budget-greedy") == 2
+
+
+def test_overload_report_says_how_busy_the_engine_was_per_variant():
+    """The committed run (the README's figures) renders with its engine-use line."""
+    from rich.console import Console
+
+    from inframind.bench import overload
+
+    summary = json.loads((ROOT / "docs" / "bench" / "overload.json").read_text())
+    console = Console(record=True, width=200)
+    overload.render(summary, console)
+    text = console.export_text()
+    for variant, v in summary["variants"].items():
+        assert f"{variant}: {v['answered_rps']:.2f} answers/s" in text
+        assert f"engine slots busy while arriving: {v['engine_slots_busy']:.0%}" in text
 
 
 def test_unknown_policy_names_the_valid_ones():

@@ -6,7 +6,9 @@ Then Poisson arrivals at `factor` times that rate for `duration_s`, two classes
 side by side: *interactive* (tight budget, not sheddable) and *batch* (loose
 budget, sheddable). Reported per class: offered, answered within budget
 (goodput), answered late, shed with 429 + Retry-After, other errors, latency
-percentiles; and the gateway's resident memory before, at its peak and after.
+percentiles; the engine's busy batch slots while the arrivals last (sampled from
+its /metrics: how much of its capacity a variant used); and the gateway's
+resident memory before, at its peak and after.
 Two variants get the same seeded arrivals: the gateway alone (admission by
 predicted latency and its in-flight cap) and the gateway with the admission
 classes the operator's metrics loop writes into its config.
@@ -39,6 +41,7 @@ from ..localstack.engines import (
     stop_engines,
 )
 from ..localstack.processes import start_gateway, stop_process, wait_for
+from ..telemetry.vllm_metrics import parse_vllm_metrics
 from ..vocab import Depth, Topology
 
 SLOTS = 4  # the engine's batch slots (max_num_seqs)
@@ -116,19 +119,42 @@ def _body(budget_s: float, sheddable: bool) -> dict[str, Any]:
     }
 
 
+async def _engine_running(client: httpx.AsyncClient, engine_url: str) -> float | None:
+    try:
+        r = await client.get(f"{engine_url}/metrics", timeout=2)
+        return parse_vllm_metrics(r.text).running
+    except httpx.HTTPError:
+        return None
+
+
+@dataclass
+class Samples:
+    """Taken every half second while a variant runs."""
+
+    peak_rss_mib: float
+    running: list[float] = field(default_factory=list)  # the engine's, arrivals only
+
+
 async def _offer(
-    client: httpx.AsyncClient, rate: float, duration_s: float, seed: int, gw_pid: int
-) -> tuple[dict[str, ClassResult], float, float]:
+    client: httpx.AsyncClient,
+    rate: float,
+    duration_s: float,
+    seed: int,
+    gw_pid: int,
+    engine_url: str,
+) -> tuple[dict[str, ClassResult], Samples, float]:
     rng = np.random.default_rng(seed)
     results = {name: ClassResult() for name in CLASSES}
     names = list(CLASSES)
     shares = [CLASSES[n][0] for n in names]
-    peak_rss = _rss_mib(gw_pid)
+    samples = Samples(peak_rss_mib=_rss_mib(gw_pid))
+    arriving = True
 
-    async def sample_rss() -> None:  # the whole run, arrivals included
-        nonlocal peak_rss
+    async def sample() -> None:  # memory over the whole run, the engine's slots while arriving
         while True:
-            peak_rss = max(peak_rss, _rss_mib(gw_pid))
+            samples.peak_rss_mib = max(samples.peak_rss_mib, _rss_mib(gw_pid))
+            if arriving and (running := await _engine_running(client, engine_url)) is not None:
+                samples.running.append(running)
             await asyncio.sleep(0.5)
 
     async def one(name: str) -> None:
@@ -158,7 +184,7 @@ async def _offer(
             res.error(f"{r.status_code}: {message[:120]}")
 
     tasks = []
-    sampler = asyncio.create_task(sample_rss())
+    sampler = asyncio.create_task(sample())
     start = time.monotonic()
     # Arrival times drawn up front and kept to (a slow loop must not thin the load out);
     # bounded in count and time.
@@ -173,10 +199,11 @@ async def _offer(
         name = names[kind]
         results[name].offered += 1
         tasks.append(asyncio.create_task(one(name)))
+    arriving = False
     if tasks:
         await asyncio.wait(tasks)  # the stragglers, each bounded by its timeout
     sampler.cancel()
-    return results, peak_rss, time.monotonic() - start
+    return results, samples, time.monotonic() - start
 
 
 def _config(engine_url: str, routing: Routing | None) -> PipelineConfig:
@@ -228,7 +255,7 @@ def run(
                     "gateway",
                 )
                 summary, capacity = asyncio.run(
-                    _measure(url, gw.pid, capacity, factor, duration_s, seed)
+                    _measure(url, engine.url, gw.pid, capacity, factor, duration_s, seed)
                 )
             finally:
                 stop_process(gw)
@@ -241,7 +268,13 @@ def run(
 
 
 async def _measure(
-    url: str, gw_pid: int, capacity: float | None, factor: float, duration_s: float, seed: int
+    url: str,
+    engine_url: str,
+    gw_pid: int,
+    capacity: float | None,
+    factor: float,
+    duration_s: float,
+    seed: int,
 ) -> tuple[dict[str, Any], float]:
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
     async with httpx.AsyncClient(base_url=url, timeout=150, limits=limits) as client:
@@ -251,17 +284,25 @@ async def _measure(
         if capacity is None:  # measured once: every variant gets the same offered load
             capacity = await _capacity(client, 20.0)
         rss_before = _rss_mib(gw_pid)
-        results, peak, wall_s = await _offer(client, factor * capacity, duration_s, seed, gw_pid)
+        results, samples, wall_s = await _offer(
+            client, factor * capacity, duration_s, seed, gw_pid, engine_url
+        )
         await asyncio.sleep(2)
+        answered = sum(r.good + r.late for r in results.values())
+        busy = float(np.mean(samples.running)) / SLOTS if samples.running else None
         summary = {
             "wall_s": round(wall_s, 1),
+            # Answers per second of the whole run (arrivals, then the backlog's drain).
+            "answered_rps": round(answered / wall_s, 3),
+            # Mean share of the engine's batch slots running a call while arrivals last.
+            "engine_slots_busy": None if busy is None else round(busy, 3),
             "classes": {
                 n: {"budget_s": CLASSES[n][1], "sheddable": CLASSES[n][2], **r.summary(wall_s)}
                 for n, r in results.items()
             },
             "gateway_rss_mib": {
                 "before": round(rss_before, 1),
-                "peak": round(peak, 1),
+                "peak": round(samples.peak_rss_mib, 1),
                 "after": round(_rss_mib(gw_pid), 1),
             },
         }
@@ -293,6 +334,13 @@ def render(summary: dict[str, Any], console: Any) -> None:
                 f"{rss['before']}->{rss['peak']} MiB",
             )  # fmt: skip
     console.print(table)
+    for variant, v in summary["variants"].items():
+        busy = v.get("engine_slots_busy")
+        console.print(
+            f"{variant}: {v['answered_rps']:.2f} answers/s over {v['wall_s']:g} s (arrivals, "
+            f"then the backlog); engine slots busy while arriving: "
+            + ("unknown" if busy is None else f"{busy:.0%}")
+        )
     for variant, v in summary["variants"].items():
         for name, c in v["classes"].items():
             for what, n in c["error_kinds"].items():
