@@ -160,7 +160,7 @@ async def chat_stream(
     finish: str | None = None
     total = max(timeout_s, 0.05)
     start_limit = total if start_timeout_s is None else min(start_timeout_s, total)
-    accepted = False
+    accepted = done = False
     try:
         try:
             # Only the wait for headers sits under this timeout: no yield inside it.
@@ -175,13 +175,17 @@ async def chat_stream(
         async with resp:
             await _raise_for(resp, endpoint)
             accepted = True
+            # Read to the end of the body even after [DONE] (vLLM's chunked terminator
+            # follows at once): a response left unread closes its connection instead of
+            # returning it to the pool, and every call then paid for a new connection.
             async for raw in resp.content:
                 line = raw.decode("utf-8", "replace").strip()
-                if not line.startswith("data:"):
+                if done or not line.startswith("data:"):
                     continue
                 payload = line[5:].strip()
                 if payload == "[DONE]":
-                    break
+                    done = True
+                    continue
                 chunk = json.loads(payload)
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or []:
@@ -195,14 +199,19 @@ async def chat_stream(
                         parts.append(delta)
                         yield delta
     except (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError) as exc:
-        raise EngineUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
+        if not done:
+            raise EngineUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
     except TimeoutError as exc:
-        if accepted:
+        if done:
+            pass  # the whole answer came ([DONE]); only the body's end was late
+        elif accepted:
             raise TooSlow(endpoint, f"not finished within {timeout_s:.2f} s") from exc
-        raise EngineUnavailable(endpoint, f"no answer within {timeout_s:.2f} s") from exc
+        else:
+            raise EngineUnavailable(endpoint, f"no answer within {timeout_s:.2f} s") from exc
     except aiohttp.ClientPayloadError as exc:
         # The stream broke off mid-answer (an engine killed while streaming).
-        raise EngineUnavailable(endpoint, f"the answer broke off: {exc}") from exc
+        if not done:
+            raise EngineUnavailable(endpoint, f"the answer broke off: {exc}") from exc
     except json.JSONDecodeError as exc:
         raise EngineUnavailable(endpoint, f"not an OpenAI stream: {exc}") from exc
     yield CallResult(
