@@ -1,16 +1,18 @@
 """Gateway overhead against calling vLLM directly and against vllm-router, in one run.
 
 One real vLLM CPU engine; in front of it the InfraMind gateway (one pool,
-single-agent plans at Flash depth, so one call per request) and
-`vllm-router` (PyPI, round robin over the same engine). The same request body
-the gateway sends is sent directly and through the router, interleaved, one
-at a time, so that all three see the same engine state. Reported: per-call
-latency p50/p99 of each path and the difference to direct, plus the planner's
-mean decision time inside the gateway (policies alone: `bench.decisions`).
+single-agent plans at Flash depth, so one call per request), `vllm-router`
+(PyPI, round robin over the same engine) and a bare aiohttp proxy
+(`bench.passthrough`: the floor of any gateway built like ours, its logic left
+out). The body the gateway sends is sent directly and through the two
+proxies, interleaved one at a time, so that all paths see the same engine
+state. Reported: per-call latency p50/p99 of each path and the difference to
+direct, plus the planner's mean decision time inside the gateway (policies
+alone: `bench.decisions`).
 
 A call to the tiny model takes ~400 ms with tens of ms of jitter, which hides
-a millisecond of overhead; so the same three paths are measured again in front
-of `bench.instant`, an upstream shaped like vLLM that answers at once, where a
+a millisecond of overhead; so the same paths are measured again in front of
+`bench.instant`, an upstream shaped like vLLM that answers at once, where a
 call takes about a millisecond and the proxies' own cost shows.
 """
 
@@ -89,6 +91,8 @@ def run(requests: int = 100, workdir: Path | None = None) -> dict[str, Any]:
     return summary
 
 
+# A bare aiohttp proxy: the floor of any Python gateway built on aiohttp (passthrough.py).
+PASSTHROUGH = "aiohttp pass-through"
 # Against the instant upstream a call takes about a millisecond, so many more fit.
 INSTANT_REQUESTS = 1000
 
@@ -128,6 +132,17 @@ def _measure(upstream: str, served_name: str, requests: int, workdir: Path) -> d
             procs.append(rp)
             wait_for(lambda: _probe(f"http://127.0.0.1:{r_port}/v1/models"), 60, "vllm-router")
             targets["vllm-router"] = f"http://127.0.0.1:{r_port}/v1/chat/completions"
+        pt_port = free_port()
+        ptlog = (workdir / "passthrough.log").open("w")
+        passthrough = subprocess.Popen(
+            [sys.executable, "-m", "inframind.bench.passthrough",
+             "--port", str(pt_port), "--upstream", upstream],
+            stdout=ptlog, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+        procs.append(passthrough)
+        ptlog.close()
+        wait_for(lambda: _probe(f"http://127.0.0.1:{pt_port}/healthz"), 30, "pass-through")
+        targets[PASSTHROUGH] = f"http://127.0.0.1:{pt_port}/v1/chat/completions"
         targets["inframind"] = f"{gw_url}/v1/chat/completions"
 
         user = [{"role": "user", "content": "What is the capital of France?"}]
