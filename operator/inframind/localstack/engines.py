@@ -120,6 +120,11 @@ def start_engine(
         "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
         # Two cores are shared by every engine: do not let each one spin all of them.
         "OMP_NUM_THREADS": "1",
+        # vLLM's CPU backend pins each engine's compute thread by default, and every engine
+        # picked core 0: they all shared one core while the other served only the rest, and
+        # a flooded engine starved its neighbours (a 64-token call to an idle engine did
+        # not answer within 60 s; unpinned, 0.3-1.2 s). The scheduler places them instead.
+        "VLLM_CPU_OMP_THREADS_BIND": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "nobind"),
         "VLLM_NO_USAGE_STATS": "1",
         "DO_NOT_TRACK": "1",
     }
