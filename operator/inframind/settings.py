@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         default=32_000, ge=1, description="Longest prompt accepted (characters), else 413"
     )
     gateway_max_body_bytes: int = Field(default=1_048_576, ge=1024)
+    gateway_rescue: bool = Field(
+        default=True,
+        description="Race a step that is about to miss its deadline against the fastest"
+        " option on another endpoint (a hedged request); false = wait for the first call",
+    )
     gateway_token: SecretStr | None = Field(
         default=None,
         description="Bearer token clients must send on /v1/* (from a Secret); none = open",

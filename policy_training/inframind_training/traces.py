@@ -27,6 +27,11 @@ Schema: one JSON object per line, written by the gateway (`--trace-log`) from
         ttft_s           float? from sending to the engine's first token
         queued_s         float  held in the gateway for a free batch slot before
                                 sending (0 when the pool's slot count is unknown)
+        rescue           str?   null | answered | cancelled | failed: a deadline
+                                rescue sent for this step, and whose answer won
+                                (the fields above describe the answering call)
+        replaced         object? with rescue "answered": the first call's pool,
+                                depth, endpoint, started_at
 
 Optional, read when present: `arrival_unix_s` (float) lets the arrival rate be
 estimated; without it training keeps its load mix. Lines that do not parse or

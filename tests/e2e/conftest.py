@@ -62,10 +62,10 @@ def engines(tiny_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
 
 
 @pytest.fixture
-def gateway(tmp_path: Path) -> Iterator[Callable[[PipelineConfig], GatewayProc]]:
+def gateway(tmp_path: Path) -> Iterator[Callable[..., GatewayProc]]:
     started: list[GatewayProc] = []
 
-    def start(config: PipelineConfig) -> GatewayProc:
+    def start(config: PipelineConfig, env: dict[str, str] | None = None) -> GatewayProc:
         port = free_port()
         gw = GatewayProc(
             url=f"http://127.0.0.1:{port}",
@@ -75,7 +75,7 @@ def gateway(tmp_path: Path) -> Iterator[Callable[[PipelineConfig], GatewayProc]]
             process=None,
         )
         gw.write_config(config)
-        gw.process = start_gateway(gw.config_path, port, gw.log, gw.trace_log)
+        gw.process = start_gateway(gw.config_path, port, gw.log, gw.trace_log, env=env)
         started.append(gw)
 
         def ready() -> bool:

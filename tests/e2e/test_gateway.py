@@ -372,3 +372,47 @@ async def test_consecutive_calls_to_an_engine_share_one_connection(engines):
         answers = [await chat(session, url, body, timeout_s=60) for _ in range(4)]
     assert all(a.completion_tokens > 0 for a in answers)
     assert created == 1, f"{created} connections for 4 consecutive calls"
+
+
+async def test_a_step_about_to_miss_its_deadline_is_rescued_elsewhere(engines, gateway):
+    """A load-blind choice (single-best: the best prior pool, at DeepThink) lands on an
+    engine whose slots a flood holds. Near the deadline the gateway sends the fastest option
+    to the other pool as well and answers in time; with rescue off the same call is late."""
+    beta, alpha = engines["beta"], engines["alpha"]
+    config = _config(
+        [pool(beta, quality=0.9), pool(alpha, quality=0.5)],
+        heuristic="single-best",
+        topologies=[Topology.SINGLE],
+        depths=[Depth.FLASH, Depth.DEEPTHINK],
+    )
+    rescuing = gateway(config)
+    waiting = gateway(config, env={"INFRAMIND_GATEWAY_RESCUE": "false"})
+    body = {"model": "demo", "messages": [{"role": "user", "content": "Which river?"}]}
+    headers = {"X-InfraMind-Budget": "12"}  # the rescue goes out with 3.6 s left
+    # The flood's requests carry vLLM's default priority (0), ahead of any deadline-derived
+    # one, and there are always more of them than beta's two slots: the call starves there.
+    async with engine_flooded(beta, 4, 768), httpx.AsyncClient(timeout=60) as client:
+        await until(
+            lambda: engine_metric(beta, "vllm:num_requests_waiting") >= 1, "beta to queue", 120
+        )
+        rescued, waited = await asyncio.gather(
+            client.post(f"{rescuing.url}/v1/chat/completions", json=body, headers=headers),
+            client.post(f"{waiting.url}/v1/chat/completions", json=body, headers=headers),
+        )
+    assert rescued.status_code == 200, rescued.text
+    trace = rescued.json()["inframind"]
+    step = trace["steps"][0]
+    assert trace["met_budget"], trace
+    assert step["rescue"] == "answered", step
+    assert (step["pool"], step["depth"]) == ("pool-alpha", "flash"), step
+    assert step["replaced"]["pool"] == "pool-beta", step
+    assert step["replaced"]["depth"] == "deepthink", step
+    metrics = httpx.get(f"{rescuing.url}/metrics").text
+    assert 'inframind_rescues_total{outcome="answered"} 1.0' in metrics
+    # Without rescue the first call holds the step to the deadline: an error, or a late answer.
+    if waited.status_code == 200:
+        late = waited.json()["inframind"]
+        assert not late["met_budget"], late
+        assert late["steps"][0]["rescue"] is None
+    else:
+        assert waited.status_code in (502, 503), waited.text

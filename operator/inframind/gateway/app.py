@@ -172,7 +172,13 @@ class Gateway:
         self.view.configure(config)
         assert self._session is not None
         self.runner = Runner(
-            config.pipeline, self._session, self.view, policy, on_step=self._step, slots=self.slots
+            config.pipeline,
+            self._session,
+            self.view,
+            policy,
+            on_step=self._step,
+            slots=self.slots,
+            rescue=self.settings.gateway_rescue,
         )
         old = self.config
         self.config = config
@@ -192,6 +198,8 @@ class Gateway:
     def _step(self, step: StepTrace) -> None:
         outcome = "error" if step.error else "ok"
         self.metrics.steps.labels(step.pool, step.depth, outcome).inc()
+        if step.rescue is not None:
+            self.metrics.rescues.labels(step.rescue).inc()
         if step.latency_s is not None:
             self.metrics.step_latency.labels(step.pool, step.depth).observe(step.latency_s)
         mix = self.depth_mix.setdefault(step.pool, {})

@@ -23,6 +23,13 @@ class GatewayMetrics:
             ["pool", "depth", "outcome"],
             registry=r,
         )
+        self.rescues = Counter(
+            "inframind_rescues",
+            "Deadline rescues sent, by outcome: answered (the rescue's answer was used), "
+            "cancelled (the first call answered first), failed",
+            ["outcome"],
+            registry=r,
+        )
         self.inflight = Gauge(
             "inframind_inflight", "Calls in flight per endpoint", ["endpoint"], registry=r
         )

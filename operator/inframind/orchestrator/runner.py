@@ -23,7 +23,17 @@ from typing import Any
 import aiohttp
 
 from ..policy.base import Policy
-from ..policy.types import Choice, ClusterSnapshot, Plan, PoolLoad, Query, StepContext, priority_for
+from ..policy.estimate import latency_table
+from ..policy.types import (
+    DEPTHS,
+    Choice,
+    ClusterSnapshot,
+    Plan,
+    PoolLoad,
+    Query,
+    StepContext,
+    priority_for,
+)
 from ..vocab import Depth, Role, TaskFamily
 from .engine import (
     CallResult,
@@ -53,6 +63,16 @@ MIN_STEP_TIMEOUT_S = 2.0
 START_TIMEOUT_S = 15.0
 START_TIMEOUT_SHARE = 0.5
 MAX_RETRIES = 2
+# Deadline rescue (a hedged request, as in Dean and Barroso, "The Tail at Scale", CACM
+# 2013): a step whose call has not answered when only the rescue window is left of the
+# query's budget sends the fastest option to another endpoint as well, and takes whichever
+# answers first. The window is the largest of RESCUE_FACTOR times that option's predicted
+# latency, RESCUE_MIN_S, and RESCUE_SHARE of the budget (predictions are least reliable
+# exactly when a pool slows down). Without it, a call chosen at a deep depth on a pool that
+# then slowed down answers late or times out at the deadline, and a retry is late anyway.
+RESCUE_FACTOR = 2.0
+RESCUE_MIN_S = 1.5
+RESCUE_SHARE = 0.3
 # Earlier answers shown to a step are cut to fit the engine's context window. Budgeted
 # at a conservative 2 characters per token, with room kept for the step's own answer.
 CHARS_PER_TOKEN = 2
@@ -92,6 +112,11 @@ class StepTrace:
     started_at: float | None = None  # Unix time the (last) attempt was sent
     queued_s: float = 0.0  # held here for a free batch slot before that (slots.py)
     ttft_s: float | None = None  # from sending to the engine's first token
+    # None: no rescue sent; "answered": a rescue answered (the fields above are its call,
+    # `replaced` the first call, cancelled); "cancelled": the first call answered first;
+    # "failed": the rescue failed and the first call's outcome stands.
+    rescue: str | None = None
+    replaced: dict[str, Any] | None = None
 
 
 @dataclass(slots=True)
@@ -166,8 +191,10 @@ class Runner:
         max_tokens: dict[Depth, int] | None = None,
         on_step: Callable[[StepTrace], None] | None = None,
         slots: SlotQueue | None = None,
+        rescue: bool = True,
     ) -> None:
         self.pipeline = pipeline
+        self.rescue = rescue
         self.session = session
         self.view = view
         self.policy = policy
@@ -315,9 +342,10 @@ class Runner:
                     user_chars = sum(len(m["content"]) for m in messages)
                     room = window - min(max_tokens, window // 2) - user_chars // CHARS_PER_TOKEN
                     context_chars = max(256, (room - 128) * CHARS_PER_TOKEN)
+            shown = fit_context(context, context_chars)  # earlier answers this step sees
             body = build_request(
                 pool.served_model_name,
-                build_messages(role, choice.depth, messages, fit_context(context, context_chars)),
+                build_messages(role, choice.depth, messages, shown),
                 max_tokens,
                 priority if pool.priority_scheduling_enabled else None,
             )
@@ -333,7 +361,16 @@ class Runner:
                 start_timeout = max(START_TIMEOUT_S, START_TIMEOUT_SHARE * timeout)
                 step_trace.started_at = round(time.time(), 4)
                 if on_delta is None:
-                    result = await chat(self.session, endpoint, body, timeout, start_timeout)
+                    first = chat(self.session, endpoint, body, timeout, start_timeout)
+                    result = await self._rescued(
+                        first, query, endpoint, slot_key, step_trace,
+                        lambda p, d, shown=shown: build_request(
+                            self.view.pools[p].served_model_name,
+                            build_messages(role, d, messages, shown),
+                            self.max_tokens[d],
+                            priority if self.view.pools[p].priority_scheduling_enabled else None,
+                        ),
+                    )  # fmt: skip
                 else:
                     result = None
                     async for item in chat_stream(
@@ -369,10 +406,11 @@ class Runner:
                 if holds_slot:
                     self.slots.release(endpoint)
                 self.view.endpoints.release(endpoint)
-            self.view.endpoints.succeeded(endpoint)
-            self.view.observe(
-                choice.pool, result.latency_s, result.completion_tokens, result.ttft_s
-            )
+            if step_trace.rescue != "answered":  # a rescue accounts for its own call
+                self.view.endpoints.succeeded(endpoint)
+                self.view.observe(
+                    choice.pool, result.latency_s, result.completion_tokens, result.ttft_s
+                )
             step_trace.latency_s = round(result.latency_s, 4)
             step_trace.ttft_s = None if result.ttft_s is None else round(result.ttft_s, 4)
             step_trace.prompt_tokens = result.prompt_tokens
@@ -384,6 +422,105 @@ class Runner:
         if step_trace is not None and self.on_step is not None:
             self.on_step(step_trace)
         raise last_error or EngineUnavailable("-", "no usable endpoint in any pool")
+
+    def _rescue_option(self, query: Query, exclude: str) -> tuple[int, Depth, str, float] | None:
+        """The (pool, depth, endpoint) predicted fastest for this query, on an endpoint other
+        than `exclude`, with its predicted seconds; None when there is no other endpoint."""
+        allowed = self.policy.limits.depths
+        best: tuple[int, Depth, str, float] | None = None
+        for i, row in enumerate(latency_table(self.view.snapshot(), query)):
+            url = self.view.pick_endpoint(i, exclude=[exclude])
+            if url is None:
+                continue
+            for depth, seconds in zip(DEPTHS, row, strict=True):
+                if depth in allowed and (best is None or seconds < best[3]):
+                    best = (i, depth, url, seconds)
+        return best if best is not None and best[3] < float("inf") else None
+
+    async def _rescued(
+        self,
+        first: Awaitable[CallResult],
+        query: Query,
+        endpoint: str,
+        slot_key: float,
+        step_trace: StepTrace,
+        body_for: Callable[[int, Depth], dict[str, Any]],
+    ) -> CallResult:
+        """Await the step's call; near the deadline, race it against a rescue (see
+        RESCUE_FACTOR). The loser is cancelled, which closes its connection, and vLLM
+        aborts a request whose client went away. Raises the first call's error when
+        neither answers."""
+        option = self._rescue_option(query, endpoint) if self.rescue else None
+        if option is None:
+            return await first
+        pool, depth, url, predicted = option
+        started = time.time()
+        window = max(RESCUE_FACTOR * predicted, RESCUE_MIN_S, RESCUE_SHARE * query.budget_s)
+        rescue_at = query.deadline_s - window
+        if rescue_at <= started:  # the budget was never long enough to hedge in
+            return await first
+        primary = asyncio.ensure_future(first)
+        rescue: asyncio.Future[CallResult] | None = None
+        try:
+            done, _ = await asyncio.wait({primary}, timeout=rescue_at - started)
+            if done:
+                return primary.result()
+            sent_at = time.time()
+            rescue = asyncio.ensure_future(
+                self._rescue_call(query, pool, url, slot_key, body_for(pool, depth))
+            )
+            pending: set[asyncio.Future[CallResult]] = {primary, rescue}
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                if rescue in done and rescue.exception() is not None:
+                    log.warning("rescue of a step on %s failed: %s", endpoint, rescue.exception())
+                if rescue in done and rescue.exception() is None:
+                    step_trace.replaced = {
+                        "pool": step_trace.pool,
+                        "depth": step_trace.depth,
+                        "endpoint": endpoint,
+                        "started_at": step_trace.started_at,
+                    }
+                    step_trace.rescue = "answered"
+                    step_trace.pool = self.view.pools[pool].name
+                    step_trace.depth = depth.value
+                    step_trace.endpoint = url
+                    step_trace.started_at = round(sent_at, 4)
+                    step_trace.attempts += 1
+                    return rescue.result()
+                if primary in done and primary.exception() is None:
+                    step_trace.rescue = "cancelled"
+                    return primary.result()
+            step_trace.rescue = "failed"
+            return primary.result()  # raises the first call's error
+        finally:
+            for task in (primary, rescue):
+                if task is not None and not task.done():
+                    task.cancel()
+
+    async def _rescue_call(
+        self, query: Query, pool: int, url: str, slot_key: float, body: dict[str, Any]
+    ) -> CallResult:
+        """One rescue call, accounted like any other: endpoint load, batch slot, outcome."""
+        timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
+        self.view.endpoints.acquire(url)
+        holds_slot = False
+        try:
+            await self.slots.acquire(url, slot_key, timeout)
+            holds_slot = True
+            timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
+            result = await chat(self.session, url, body, timeout, timeout)
+        except EngineUnavailable as exc:
+            if not isinstance(exc, TooSlow):
+                self.view.endpoints.failed(url)
+            raise
+        finally:
+            if holds_slot:
+                self.slots.release(url)
+            self.view.endpoints.release(url)
+        self.view.endpoints.succeeded(url)
+        self.view.observe(pool, result.latency_s, result.completion_tokens, result.ttft_s)
+        return result
 
     def _dead_pools(self, failed: list[str]) -> set[int]:
         dead = set()
