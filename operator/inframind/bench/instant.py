@@ -100,11 +100,15 @@ def app() -> web.Application:
     return a
 
 
+def serve(application: web.Application, port: int) -> None:
+    """Run a piece of bench equipment on loopback until it is stopped, quietly."""
+    web.run_app(application, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, required=True)
-    args = parser.parse_args()
-    web.run_app(app(), host="127.0.0.1", port=args.port, print=None, access_log=None)
+    serve(app(), parser.parse_args().port)
 
 
 if __name__ == "__main__":

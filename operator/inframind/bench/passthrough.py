@@ -18,6 +18,8 @@ import argparse
 import aiohttp
 from aiohttp import web
 
+from .instant import serve
+
 UPSTREAM = web.AppKey("upstream", str)
 SESSION = web.AppKey("session", aiohttp.ClientSession)
 
@@ -60,7 +62,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", required=True)
     args = parser.parse_args()
-    web.run_app(app(args.upstream), host="127.0.0.1", port=args.port, print=None, access_log=None)
+    serve(app(args.upstream), args.port)
 
 
 if __name__ == "__main__":
