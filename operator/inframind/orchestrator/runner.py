@@ -65,12 +65,10 @@ START_TIMEOUT_SHARE = 0.5
 MAX_RETRIES = 2
 # Deadline rescue (a hedged request, as in Dean and Barroso, "The Tail at Scale", CACM
 # 2013): a step whose call has not answered when only the rescue window is left of the
-# query's budget sends the fastest option to another endpoint as well, and takes whichever
-# answers first. The window is the largest of RESCUE_FACTOR times that option's predicted
-# latency, RESCUE_MIN_S, and RESCUE_SHARE of the budget (predictions are least reliable
-# exactly when a pool slows down). Without it, a call chosen at a deep depth on a pool that
-# then slowed down answers late or times out at the deadline, and a retry is late anyway.
-RESCUE_FACTOR = 2.0
+# query's budget (the larger of RESCUE_MIN_S and RESCUE_SHARE of the budget) sends the
+# option predicted fastest to another endpoint as well, and takes whichever answers first.
+# Without it, a call chosen at a deep depth on a pool that then slowed down answers late
+# or times out at the deadline, and a retry is late anyway.
 RESCUE_MIN_S = 1.5
 RESCUE_SHARE = 0.3
 # Earlier answers shown to a step are cut to fit the engine's context window. Budgeted
@@ -447,17 +445,12 @@ class Runner:
         body_for: Callable[[int, Depth], dict[str, Any]],
     ) -> CallResult:
         """Await the step's call; near the deadline, race it against a rescue (see
-        RESCUE_FACTOR). The loser is cancelled, which closes its connection, and vLLM
+        RESCUE_SHARE). The loser is cancelled, which closes its connection, and vLLM
         aborts a request whose client went away. Raises the first call's error when
         neither answers."""
-        option = self._rescue_option(query, endpoint) if self.rescue else None
-        if option is None:
-            return await first
-        pool, depth, url, predicted = option
         started = time.time()
-        window = max(RESCUE_FACTOR * predicted, RESCUE_MIN_S, RESCUE_SHARE * query.budget_s)
-        rescue_at = query.deadline_s - window
-        if rescue_at <= started:  # the budget was never long enough to hedge in
+        rescue_at = query.deadline_s - max(RESCUE_MIN_S, RESCUE_SHARE * query.budget_s)
+        if not self.rescue or rescue_at <= started:  # off, or no time to hedge in
             return await first
         primary = asyncio.ensure_future(first)
         rescue: asyncio.Future[CallResult] | None = None
@@ -465,6 +458,11 @@ class Runner:
             done, _ = await asyncio.wait({primary}, timeout=rescue_at - started)
             if done:
                 return primary.result()
+            # Chosen only now, from the load as it is when the first call is late.
+            option = self._rescue_option(query, endpoint)
+            if option is None:
+                return await primary
+            pool, depth, url, _ = option
             sent_at = time.time()
             rescue = asyncio.ensure_future(
                 self._rescue_call(query, pool, url, slot_key, body_for(pool, depth))
