@@ -9,6 +9,7 @@ import signal
 import time
 import urllib.error
 import urllib.request
+from collections.abc import AsyncIterator
 
 import httpx
 import openai
@@ -194,6 +195,19 @@ async def test_saturated_pool_gets_no_new_calls(engines, gateway):
     assert pools.count("pool-alpha") >= 9
 
 
+async def _sse_lines(response: httpx.Response) -> AsyncIterator[str]:
+    """A server-sent event stream's lines, split on newlines only. httpx's aiter_lines also
+    splits on Unicode line breaks (U+2028, U+0085, ...), which vLLM writes unescaped inside
+    its JSON when the tiny random model samples one: the JSON then arrived cut in two."""
+    pending = b""
+    async for piece in response.aiter_bytes():
+        *lines, pending = (pending + piece).split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode()
+    if pending:
+        yield pending.decode()
+
+
 async def _first_tokens(
     client: httpx.AsyncClient, url: str, body: dict, label: str, seen: dict[str, float]
 ) -> dict | None:
@@ -203,7 +217,7 @@ async def _first_tokens(
     trace = None
     async with client.stream("POST", url, json={**body, "stream": True}) as r:
         assert r.status_code == 200, await r.aread()
-        async for line in r.aiter_lines():
+        async for line in _sse_lines(r):
             if not line.startswith("data: {"):
                 continue
             chunk = json.loads(line[6:])
