@@ -11,12 +11,13 @@ appended to a log for offline training.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -341,49 +342,45 @@ class Runner:
                     room = window - min(max_tokens, window // 2) - user_chars // CHARS_PER_TOKEN
                     context_chars = max(256, (room - 128) * CHARS_PER_TOKEN)
             shown = fit_context(context, context_chars)  # earlier answers this step sees
-            body = build_request(
-                pool.served_model_name,
-                build_messages(role, choice.depth, messages, shown),
-                max_tokens,
-                priority if pool.priority_scheduling_enabled else None,
-            )
+
+            def body_for(p: int, d: Depth, shown: list[str] = shown) -> dict[str, Any]:
+                """This step's request to pool `p` at depth `d` (the rescue's too)."""
+                target = self.view.pools[p]
+                return build_request(
+                    target.served_model_name,
+                    build_messages(role, d, messages, shown),
+                    self.max_tokens[d],
+                    priority if target.priority_scheduling_enabled else None,
+                )
+
+            body = body_for(choice.pool, choice.depth)
             timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
-            self.view.endpoints.acquire(endpoint)  # counts queued calls too: they are load
-            holds_slot = False
             try:
-                queued_s = await self.slots.acquire(endpoint, slot_key, timeout)
-                holds_slot = True
-                step_trace.queued_s = round(queued_s, 4)
-                if queued_s:
-                    timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
-                start_timeout = max(START_TIMEOUT_S, START_TIMEOUT_SHARE * timeout)
-                step_trace.started_at = round(time.time(), 4)
-                if on_delta is None:
-                    first = chat(self.session, endpoint, body, timeout, start_timeout)
-                    result = await self._rescued(
-                        first, query, endpoint, slot_key, step_trace,
-                        lambda p, d, shown=shown: build_request(
-                            self.view.pools[p].served_model_name,
-                            build_messages(role, d, messages, shown),
-                            self.max_tokens[d],
-                            priority if self.view.pools[p].priority_scheduling_enabled else None,
-                        ),
-                    )  # fmt: skip
-                else:
-                    result = None
-                    async for item in chat_stream(
-                        self.session, endpoint, body, timeout, start_timeout
-                    ):
-                        if isinstance(item, CallResult):
-                            result = item
-                        else:
-                            streamed = True
-                            await on_delta(item)
-                    assert result is not None
+                async with self._holding(endpoint, slot_key, timeout) as queued_s:
+                    step_trace.queued_s = round(queued_s, 4)
+                    if queued_s:
+                        timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
+                    start_timeout = max(START_TIMEOUT_S, START_TIMEOUT_SHARE * timeout)
+                    step_trace.started_at = round(time.time(), 4)
+                    if on_delta is None:
+                        first = chat(self.session, endpoint, body, timeout, start_timeout)
+                        result = await self._rescued(
+                            first, query, endpoint, slot_key, step_trace, body_for
+                        )
+                    else:
+                        result = None
+                        async for item in chat_stream(
+                            self.session, endpoint, body, timeout, start_timeout
+                        ):
+                            if isinstance(item, CallResult):
+                                result = item
+                            else:
+                                streamed = True
+                                await on_delta(item)
+                        assert result is not None
             except EngineUnavailable as exc:
                 log.warning("%s step %d/%d: %s", trace.id, wave, slot, exc)
-                if not isinstance(exc, TooSlow):  # slow for this budget is not broken
-                    self.view.endpoints.failed(endpoint)
+                self._failed(endpoint, exc)
                 failed_endpoints.append(endpoint)
                 last_error = exc
                 step_trace.error = str(exc)
@@ -400,15 +397,8 @@ class Runner:
                     context_chars //= 2
                     continue
                 raise
-            finally:
-                if holds_slot:
-                    self.slots.release(endpoint)
-                self.view.endpoints.release(endpoint)
             if step_trace.rescue != "answered":  # a rescue accounts for its own call
-                self.view.endpoints.succeeded(endpoint)
-                self.view.observe(
-                    choice.pool, result.latency_s, result.completion_tokens, result.ttft_s
-                )
+                self._answered(choice.pool, endpoint, result)
             step_trace.latency_s = round(result.latency_s, 4)
             step_trace.ttft_s = None if result.ttft_s is None else round(result.ttft_s, 4)
             step_trace.prompt_tokens = result.prompt_tokens
@@ -472,7 +462,7 @@ class Runner:
                 done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 if rescue in done and rescue.exception() is not None:
                     log.warning("rescue of a step on %s failed: %s", endpoint, rescue.exception())
-                if rescue in done and rescue.exception() is None:
+                elif rescue in done:
                     step_trace.replaced = {
                         "pool": step_trace.pool,
                         "depth": step_trace.depth,
@@ -501,24 +491,38 @@ class Runner:
     ) -> CallResult:
         """One rescue call, accounted like any other: endpoint load, batch slot, outcome."""
         timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
-        self.view.endpoints.acquire(url)
-        holds_slot = False
         try:
-            await self.slots.acquire(url, slot_key, timeout)
-            holds_slot = True
-            timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
-            result = await chat(self.session, url, body, timeout, timeout)
+            async with self._holding(url, slot_key, timeout):
+                timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
+                result = await chat(self.session, url, body, timeout, timeout)
         except EngineUnavailable as exc:
-            if not isinstance(exc, TooSlow):
-                self.view.endpoints.failed(url)
+            self._failed(url, exc)
             raise
-        finally:
-            if holds_slot:
+        self._answered(pool, url, result)
+        return result
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, url: str, slot_key: float, timeout_s: float) -> AsyncIterator[float]:
+        """`url` held for one call: counted as its load from now (a call waiting for a slot
+        is load too), then one of its batch slots; yields the seconds spent waiting for the
+        slot. Raises NoSlotInTime when none came free within `timeout_s`."""
+        self.view.endpoints.acquire(url)
+        try:
+            queued_s = await self.slots.acquire(url, slot_key, timeout_s)
+            try:
+                yield queued_s
+            finally:
                 self.slots.release(url)
+        finally:
             self.view.endpoints.release(url)
+
+    def _failed(self, url: str, exc: EngineUnavailable) -> None:
+        if not isinstance(exc, TooSlow):  # slow for this budget is not broken
+            self.view.endpoints.failed(url)
+
+    def _answered(self, pool: int, url: str, result: CallResult) -> None:
         self.view.endpoints.succeeded(url)
         self.view.observe(pool, result.latency_s, result.completion_tokens, result.ttft_s)
-        return result
 
     def _dead_pools(self, failed: list[str]) -> set[int]:
         dead = set()
