@@ -41,7 +41,7 @@ from ..localstack.engines import (
     start_engines,
     stop_engines,
 )
-from ..localstack.processes import start_gateway, stop_process, wait_for
+from ..localstack.processes import spawn, start_gateway, stop_process, wait_for
 from ..orchestrator.engine import build_request
 from ..orchestrator.prompts import DEPTH_MAX_TOKENS, build_messages
 from ..vocab import Depth, Role, Topology
@@ -76,12 +76,10 @@ def run(requests: int = 100, workdir: Path | None = None) -> dict[str, Any]:
     finally:
         stop_engines([engine])
     port = free_port()
-    log = (workdir / "instant.log").open("w")
-    stub = subprocess.Popen(
+    stub = spawn(
         [sys.executable, "-m", "inframind.bench.instant", "--port", str(port)],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    log.close()
+        workdir / "instant.log",
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _probe(f"{url}/v1/models"), 30, "instant upstream")
@@ -122,25 +120,15 @@ def _measure(upstream: str, served_name: str, requests: int, workdir: Path) -> d
         router = _router_binary()
         if router:
             r_port = free_port()
-            rlog = (workdir / "router.log").open("w")
-            rp = subprocess.Popen(
-                [router, "--host", "127.0.0.1", "--port", str(r_port),
-                 "--worker-urls", upstream, "--policy", "round_robin"],
-                stdout=rlog, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            )  # fmt: skip
-            rlog.close()
-            procs.append(rp)
+            cmd = [router, "--host", "127.0.0.1", "--port", str(r_port),
+                   "--worker-urls", upstream, "--policy", "round_robin"]  # fmt: skip
+            procs.append(spawn(cmd, workdir / "router.log"))
             wait_for(lambda: _probe(f"http://127.0.0.1:{r_port}/v1/models"), 60, "vllm-router")
             targets["vllm-router"] = f"http://127.0.0.1:{r_port}/v1/chat/completions"
         pt_port = free_port()
-        ptlog = (workdir / "passthrough.log").open("w")
-        passthrough = subprocess.Popen(
-            [sys.executable, "-m", "inframind.bench.passthrough",
-             "--port", str(pt_port), "--upstream", upstream],
-            stdout=ptlog, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
-        procs.append(passthrough)
-        ptlog.close()
+        cmd = [sys.executable, "-m", "inframind.bench.passthrough",
+               "--port", str(pt_port), "--upstream", upstream]  # fmt: skip
+        procs.append(spawn(cmd, workdir / "passthrough.log"))
         wait_for(lambda: _probe(f"http://127.0.0.1:{pt_port}/healthz"), 30, "pass-through")
         targets[PASSTHROUGH] = f"http://127.0.0.1:{pt_port}/v1/chat/completions"
         targets["inframind"] = f"{gw_url}/v1/chat/completions"

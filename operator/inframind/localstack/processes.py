@@ -83,6 +83,22 @@ def start_operator(
     )
 
 
+def spawn(cmd: list[str], log: Path, env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    """Run `cmd` with its output appended to `log`, no stdin, and `env` over this one's."""
+    out = log.open("a")
+    try:
+        return subprocess.Popen(
+            cmd,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+    finally:
+        out.close()
+
+
 def start_gateway(
     config: str | os.PathLike[str],
     port: int,
@@ -97,15 +113,4 @@ def start_gateway(
     ]  # fmt: skip
     if trace_log is not None:
         cmd += ["--trace-log", str(trace_log)]
-    out = log.open("a")
-    try:
-        return subprocess.Popen(
-            cmd,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            text=True,
-            env={**os.environ, **(env or {})},
-        )
-    finally:
-        out.close()
+    return spawn(cmd, log, env)
