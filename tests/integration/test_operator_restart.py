@@ -67,17 +67,22 @@ def _chat_config(cp: ControlPlane, ns: str) -> dict:
     return json.loads((cm.get("data") or {}).get("pipeline.json") or "{}")
 
 
-def test_a_restarted_operator_resumes_without_duplicates_or_orphans(own_control_plane, tmp_path):
-    cp, ns = own_control_plane, "default"
+def _apply_examples(cp: ControlPlane, ns: str) -> dict[str, dict[str, str]]:
+    """Apply the examples and return what the operator made of them, once it has made all:
+    on a fast machine a partial snapshot (the gateway Services not yet made) would read as
+    objects created after a restart."""
     cp.kubectl("apply", "-n", ns, "-f", str(ROOT / "manifests" / "examples"))
-    # Everything the examples make, before the snapshot: on a fast machine a partial one
-    # (the gateway Services not yet made) would read as objects created after the restart.
     full = {"ConfigMap": 2, "Deployment": 7, "Service": 7}  # 5 vLLM pools + 2 gateways
-    before = cp.wait(
+    return cp.wait(
         lambda: (o := _owned(cp, ns)) and {k: len(v) for k, v in o.items()} == full and o,
         "the examples' ConfigMaps, Deployments and Services",
         60,
     )
+
+
+def test_a_restarted_operator_resumes_without_duplicates_or_orphans(own_control_plane, tmp_path):
+    cp, ns = own_control_plane, "default"
+    before = _apply_examples(cp, ns)
 
     cp.operator.kill()  # SIGKILL: no shutdown handlers, mid-whatever it was doing
     cp.operator.wait(10)
@@ -137,10 +142,7 @@ def test_an_api_server_restart_is_ridden_out_and_reconcile_resumes(tmp_path):
     cp = ControlPlane(kubeconfig, operator, tmp_path / "operator.log", api)
     ns = "default"
     try:
-        cp.kubectl("apply", "-n", ns, "-f", str(ROOT / "manifests" / "examples"))
-        cp.wait(lambda: len(_owned(cp, ns)["ConfigMap"]) == 2, "both gateway ConfigMaps", 60)
-        cp.wait(lambda: len(_owned(cp, ns)["Deployment"]) == 7, "7 Deployments", 60)
-        before = _owned(cp, ns)
+        before = _apply_examples(cp, ns)
 
         emulator.stop()  # connections refused from here on
         time.sleep(5)  # the operator's watches and timers fail meanwhile
