@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import typing
 
 import numpy as np
@@ -14,15 +15,27 @@ from inframind.policy.features import (
     EXECUTOR_ACTIONS,
     EXECUTOR_FEATURES,
     FEATURE_SCHEMA,
+    MAX_POOLS,
     PLANNER_ACTIONS,
     PLANNER_FEATURES,
+    action_to_choice,
     encode_query,
     encode_step,
+    executor_mask,
+    query_fields,
+    step_fields,
 )
 from inframind.policy.heuristics import HEURISTICS, make_heuristic
 from inframind.policy.plans import CATALOGUE, build_plan
-from inframind.policy.runtime import LearnedPolicy, PolicyFileError, load_policy, write_policy_file
+from inframind.policy.runtime import (
+    LearnedPolicy,
+    PolicyFileError,
+    _forward,
+    load_policy,
+    write_policy_file,
+)
 from inframind.policy.types import (
+    DEPTHS,
     ClusterSnapshot,
     PoolLoad,
     PoolProfile,
@@ -175,6 +188,53 @@ def test_learned_policy_runs_an_exported_file_within_its_limits(tmp_path):
     assert plan.topology is Topology.SINGLE and policy.version == "test-1"
     choice = policy.choose(snap, StepContext(_query(), plan, 0, 0, Role.SOLVER, 0.0))
     assert choice.pool in (0, 1) and choice.depth is Depth.CONCISE
+
+
+@pytest.mark.parametrize("hidden", [(16,), (32, 32), ()])
+def test_the_runtime_computes_the_plain_forward_pass_of_padded_observations(tmp_path, hidden):
+    """The runtime drops padded pool slots and folds biases and the planner's mask into its
+    matrices for speed; its outputs and decisions must stay those of the plain network."""
+    rng = np.random.default_rng(7)
+
+    def layers(n_in: int, n_out: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        sizes = (n_in, *hidden, n_out)
+        return [(rng.normal(size=(a, b)), rng.normal(size=b)) for a, b in itertools.pairwise(sizes)]
+
+    path = tmp_path / "policy.npz"
+    planner = layers(len(PLANNER_FEATURES), PLANNER_ACTIONS)
+    executor = layers(len(EXECUTOR_FEATURES), EXECUTOR_ACTIONS)
+    write_policy_file(path, planner, executor, version="plain")
+    limits = Limits(topologies=(Topology.SINGLE, Topology.DEBATE, Topology.VERIFY))
+    policy = LearnedPolicy(path, limits)
+    allowed = np.array([p.topology in limits.topologies for p in CATALOGUE])
+    decisions = set()
+    for n in range(1, MAX_POOLS + 1):
+        for _ in range(5):
+            loads = [
+                PoolLoad(
+                    waiting=float(rng.integers(0, 20)),
+                    running=float(rng.integers(0, 40)),
+                    kv_usage=float(rng.uniform()),
+                    available=bool(rng.uniform() > 0.2),
+                )
+                for _ in range(n)
+            ]
+            snap = _snapshot(list(rng.uniform(0.3, 0.9, n)), loads)
+            query = _query(float(rng.uniform(5, 60)), TaskFamily.CODE)
+            plan_logits = _forward(policy.planner, encode_query(snap, query))
+            want_plan = CATALOGUE[int(np.where(allowed, plan_logits, -np.inf).argmax())]
+            assert policy.decide(snap, query) is want_plan
+            step = StepContext(query, want_plan, 0, 0, want_plan.waves[0][0], 0.0, (0,))
+            x = encode_step(snap, step)
+            step_logits = _forward(policy.executor, x)
+            got = policy._step_net(query_fields(snap, query, 0.0) + step_fields(step), n)
+            np.testing.assert_allclose(got, step_logits, rtol=1e-4, atol=1e-4)
+            mask = executor_mask(snap)
+            want = int(np.where(mask, step_logits, -np.inf).argmax())
+            choice = policy.choose(snap, step)
+            assert (choice.pool, DEPTHS.index(choice.depth)) == action_to_choice(want)
+            decisions.add((want_plan.label, want))
+    assert len(decisions) >= 5  # the random networks do not all answer the same
 
 
 def test_a_policy_from_another_feature_schema_is_refused_and_the_fallback_serves(tmp_path):

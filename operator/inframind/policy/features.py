@@ -54,6 +54,10 @@ PLANNER_FEATURES: tuple[str, ...] = _QUERY_FIELDS + tuple(
     f"pool{i}_{f}" for i in range(MAX_POOLS) for f in _POOL_FIELDS
 )
 EXECUTOR_FEATURES: tuple[str, ...] = PLANNER_FEATURES + _STEP_FIELDS
+# Layout: query fields, then MAX_POOLS slots of POOL_WIDTH fields (zeros past the last
+# pool), then, for the executor, the step fields.
+QUERY_WIDTH = len(_QUERY_FIELDS)
+POOL_WIDTH = len(_POOL_FIELDS)
 PLANNER_ACTIONS = len(CATALOGUE)
 EXECUTOR_ACTIONS = MAX_POOLS * len(DEPTHS)
 
@@ -69,8 +73,11 @@ FEATURE_SCHEMA = _schema_id()
 _POOL_PAD = [0.0] * len(_POOL_FIELDS)
 
 
-def _base(snapshot: ClusterSnapshot, query: Query, now: float) -> list[float]:
-    """Query and pool fields as plain floats (float64 until the caller's one conversion).
+def query_fields(snapshot: ClusterSnapshot, query: Query, now: float) -> list[float]:
+    """Query and pool fields as plain floats, for the snapshot's pools only (no padding).
+
+    Float64 until the caller's one conversion. The learned runtime multiplies this by the
+    rows of its first layer that these pools use; `encode_*` pad it to MAX_POOLS slots.
 
     Plain Python rather than numpy, on purpose: for a few pools numpy's per-call cost
     is most of the time, and this runs on the gateway's hot path per decision and step.
@@ -112,23 +119,30 @@ def _base(snapshot: ClusterSnapshot, query: Query, now: float) -> list[float]:
                 log1p(r2 if r2 < 1e3 else 1e3),
             )
             out += prior[t]
-    out += _POOL_PAD * (MAX_POOLS - n)
     return out
+
+
+def step_fields(step: StepContext) -> list[float]:
+    """The executor's own fields after the query and pool fields: role, wave, slot."""
+    role = [0.0] * len(ROLES)
+    role[ROLE_INDEX[step.role]] = 1.0
+    waves = len(step.plan.waves)
+    role += (step.wave / waves, waves - step.wave, step.slot, len(set(step.used_pools)))
+    return role
 
 
 def encode_query(snapshot: ClusterSnapshot, query: Query) -> np.ndarray:
     """Planner observation for one query (float32, len(PLANNER_FEATURES))."""
-    return np.array(_base(snapshot, query, snapshot.now), dtype=np.float32)
+    x = query_fields(snapshot, query, snapshot.now)
+    x += _POOL_PAD * (MAX_POOLS - len(snapshot.profiles))
+    return np.array(x, dtype=np.float32)
 
 
 def encode_step(snapshot: ClusterSnapshot, step: StepContext) -> np.ndarray:
     """Executor observation for one agent step (float32, len(EXECUTOR_FEATURES))."""
-    x = _base(snapshot, step.query, step.now)
-    role = [0.0] * len(ROLES)
-    role[ROLE_INDEX[step.role]] = 1.0
-    waves = len(step.plan.waves)
-    x += role
-    x += (step.wave / waves, waves - step.wave, step.slot, len(set(step.used_pools)))
+    x = query_fields(snapshot, step.query, step.now)
+    x += _POOL_PAD * (MAX_POOLS - len(snapshot.profiles))
+    x += step_fields(step)
     return np.array(x, dtype=np.float32)
 
 

@@ -23,12 +23,15 @@ from .features import (
     EXECUTOR_ACTIONS,
     EXECUTOR_FEATURES,
     FEATURE_SCHEMA,
+    MAX_POOLS,
     PLANNER_ACTIONS,
     PLANNER_FEATURES,
+    POOL_WIDTH,
+    QUERY_WIDTH,
     action_to_choice,
-    encode_query,
-    encode_step,
     executor_mask,
+    query_fields,
+    step_fields,
 )
 from .heuristics import make_heuristic
 from .plans import CATALOGUE
@@ -57,16 +60,62 @@ def _mlp(params: dict[str, np.ndarray], prefix: str) -> list[tuple[np.ndarray, n
     return layers
 
 
+class _Net:
+    """One exported MLP, arranged for single observations on the hot path.
+
+    Two rewrites of `x @ W + b`, equal in arithmetic (float32 sums may round in another
+    order), cut numpy calls and conversions, which are most of the time at this size:
+    a padded pool slot's fields are zeros, so the first layer keeps, per pool count,
+    only the rows the present pools use (the input is built without padding); and the
+    first layer's bias rides as one more input fixed at 1. A constant penalty on the
+    outputs (masked actions) is folded into the last bias.
+    """
+
+    def __init__(
+        self,
+        layers: list[tuple[np.ndarray, np.ndarray]],
+        tail: int,
+        penalty: np.ndarray | None = None,
+    ) -> None:
+        W0, b0 = layers[0]
+        after_pools = QUERY_WIDTH + POOL_WIDTH * MAX_POOLS
+        self.first = []  # by pool count
+        for n in range(MAX_POOLS + 1):
+            rows = np.r_[0 : QUERY_WIDTH + POOL_WIDTH * n, after_pools : after_pools + tail]
+            self.first.append(np.ascontiguousarray(np.vstack([W0[rows], b0[None, :]])))
+        rest = [(W, b.copy()) for W, b in layers[1:]]
+        self.hidden, self.out = rest[:-1], rest[-1] if rest else None
+        if penalty is not None:
+            if self.out is not None:
+                last_bias = self.out[1]
+                last_bias += penalty
+            else:  # a single linear layer: its bias is the first matrices' last row
+                for first in self.first:
+                    first[-1] += penalty
+
+    def __call__(self, x: list[float], pools: int) -> np.ndarray:
+        """Outputs for the unpadded input `x` of `pools` pools (appends the bias input)."""
+        x.append(1.0)
+        h = np.dot(np.array(x, dtype=np.float32), self.first[pools])
+        if self.out is None:
+            return h
+        np.tanh(h, out=h)
+        for W, b in self.hidden:
+            h = np.dot(h, W)
+            h += b
+            np.tanh(h, out=h)
+        W, b = self.out
+        h = np.dot(h, W)
+        h += b
+        return h
+
+
 def _forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
-    # In place after each product (a new array): a few numpy calls fewer per layer.
+    """The plain forward pass of padded observations (tests check `_Net` against it)."""
     for W, b in layers[:-1]:
-        x = x @ W
-        x += b
-        np.tanh(x, out=x)
+        x = np.tanh(x @ W + b)
     W, b = layers[-1]
-    x = x @ W
-    x += b
-    return x
+    return x @ W + b
 
 
 class LearnedPolicy(Policy):
@@ -83,8 +132,11 @@ class LearnedPolicy(Policy):
         self.executor = _mlp(params, "executor")
         self._check_shapes()
         allowed = set(self.limits.plan_ids)
-        # Masks as additive penalties (0 or -inf): one add and argmax per decision.
-        self._plan_penalty = _penalty(np.array([i in allowed for i in range(PLANNER_ACTIONS)]))
+        # Masks as additive penalties (0 or -inf): the planner's is constant, so it is
+        # part of the last bias; the executor's follows the pools' availability.
+        plan_penalty = _penalty(np.array([i in allowed for i in range(PLANNER_ACTIONS)]))
+        self._plan_net = _Net(self.planner, 0, plan_penalty)
+        self._step_net = _Net(self.executor, len(EXECUTOR_FEATURES) - len(PLANNER_FEATURES))
         self._step_penalty: dict[tuple[bool, ...], np.ndarray] = {}
         self._depths_allowed = tuple(d for d in DEPTHS if d in self.limits.depths)
 
@@ -101,12 +153,13 @@ class LearnedPolicy(Policy):
                 )
 
     def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
-        logits = _forward(self.planner, encode_query(snapshot, query))
-        logits += self._plan_penalty
-        return CATALOGUE[int(logits.argmax())]
+        x = query_fields(snapshot, query, snapshot.now)
+        return CATALOGUE[int(self._plan_net(x, len(snapshot.profiles)).argmax())]
 
     def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice:
-        logits = _forward(self.executor, encode_step(snapshot, step))
+        x = query_fields(snapshot, step.query, step.now)
+        x += step_fields(step)
+        logits = self._step_net(x, len(snapshot.profiles))
         available = tuple(ld.available for ld in snapshot.loads)
         penalty = self._step_penalty.get(available)
         if penalty is None:
