@@ -154,6 +154,48 @@ def test_fcfs_variant_resolves_to_a_policy_with_the_fcfs_scheduler():
     assert policy.scheduler == "fcfs"
 
 
+def test_budget_greedy_takes_a_safety_and_a_bad_one_says_what_to_fix():
+    policy = sc.resolve_policy("budget-greedy:safety=0.4+fcfs")
+    assert (policy.name, policy.safety, policy.scheduler) == (
+        "budget-greedy:safety=0.4+fcfs",
+        0.4,
+        "fcfs",
+    )
+    assert sc.resolve_policy("budget-greedy").safety == 0.7
+    with pytest.raises(BenchError, match=r"in \(0, 1\], got 1.5"):
+        sc.resolve_policy("budget-greedy:safety=1.5")
+    with pytest.raises(BenchError, match="a number"):
+        sc.resolve_policy("budget-greedy:safety=high")
+    with pytest.raises(BenchError, match="only budget-greedy takes an option"):
+        sc.resolve_policy("moa:safety=0.5")
+
+
+def test_headroom_scenario_sweeps_budget_greedys_safety_beside_the_learned_policy():
+    scenario = sc.build_scenario("headroom")
+    assert {c.task for c in scenario.cells} == {sc.MIXED}
+    assert [c.load_rpm for c in scenario.cells] == [10.0, 30.0, 100.0]
+    safeties = {sc.resolve_policy(p).safety for p in scenario.policies if p != "learned"}
+    assert {0.4, 0.7, 1.0} <= safeties and len(safeties) == len(scenario.policies) - (
+        "learned" in scenario.policies
+    )
+    assert ("learned" in scenario.policies) == sc.LEARNED_ARTIFACT.exists()
+
+
+def test_headroom_plot_draws_the_safety_frontier(tmp_path: Path):
+    cell = Cell("headroom", 30.0, sc.MIXED, seed=3, duration_s=600.0)
+    outcomes = [
+        _outcome(cell, "budget-greedy", 1.0, 0.71),
+        _outcome(cell, "budget-greedy:safety=0.4", 0.6, 0.70),
+        _outcome(cell, "learned", 0.9, 0.71),
+    ]
+    paths = report.write_plots(outcomes, report.build_rows(outcomes), tmp_path, "headroom")
+    assert tmp_path / "headroom-accuracy-vs-slo.png" in paths
+    assert all(p.read_bytes().startswith(PNG_MAGIC) for p in paths)
+    # Without safety variants there is no frontier to draw.
+    plain = report.write_plots(_hand_made(), report.build_rows(_hand_made()), tmp_path, "paper")
+    assert not any("accuracy-vs-slo" in p.name for p in plain)
+
+
 def test_paper_scenario_is_two_loads_by_four_benchmarks_with_every_policy():
     scenario = sc.build_scenario("paper")
     assert {(c.load_rpm, c.task) for c in scenario.cells} == {
@@ -188,6 +230,23 @@ def test_policies_of_a_cell_share_seed_and_workload():
     assert [o.policy for o in outcomes] == ["budget-greedy", "moa"]
     assert len({o.cell.seed for o in outcomes}) == 1
     assert len({o.queries for o in outcomes}) == 1 and outcomes[0].queries > 0
+
+
+def test_a_cautious_budget_greedy_buys_slo_compliance_with_fewer_calls():
+    """The headroom bench's knob works as a user reads it: a lower safety plans fewer and
+    faster calls, and misses fewer budgets, on the same loaded workload."""
+    scenario = sc.build_scenario(
+        "smoke",
+        Overrides(
+            duration_s=600.0,
+            loads=(100.0,),
+            policies=("budget-greedy:safety=0.3", "budget-greedy:safety=1"),
+        ),
+    )
+    cautious, bold = (o.summary for o in sc.run_scenario(scenario, workers=1, progress=False))
+    assert cautious["calls_per_query"] < bold["calls_per_query"]
+    assert cautious["latency_mean_s"] < bold["latency_mean_s"]
+    assert cautious["slo_compliance"] > bold["slo_compliance"]
 
 
 def test_a_pool_of_workers_gives_the_same_numbers_as_one_process():

@@ -382,13 +382,60 @@ def plot_accuracy_vs_latency(rows: Sequence[dict[str, Any]], path: Path) -> Path
     return path
 
 
+def _safety(policy: str) -> float | None:
+    """The safety of a budget-greedy variant (`budget-greedy` is 0.7), else None."""
+    base = policy.partition("+")[0]
+    if base == "budget-greedy":
+        return 0.7
+    name, _, option = base.partition(":safety=")
+    return float(option) if name == "budget-greedy" and option else None
+
+
+def plot_accuracy_vs_slo(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """Accuracy against SLO compliance per load: budget-greedy's safety settings joined by a
+    line (its frontier), every other policy a labelled point."""
+    plt = _pyplot()
+    loads = sorted({r["load_rpm"] for r in rows})
+    cmap = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    for k, load in enumerate(loads):
+        colour = cmap(k % 10)
+        at = [r for r in rows if r["load_rpm"] == load and r["accuracy"] is not None]
+        family = sorted((s, r) for r in at if (s := _safety(r["policy"])) is not None)
+        if family:
+            xs = [100 * r["slo_compliance"] for _, r in family]
+            ys = [100 * r["accuracy"] for _, r in family]
+            ax.plot(xs, ys, "-o", color=colour, ms=4, label=f"budget-greedy, {load:g} req/min")
+            for (safety, _), x, y in zip(family, xs, ys, strict=True):
+                ax.annotate(f"{safety:g}", (x, y), fontsize=6, xytext=(3, 3),
+                            textcoords="offset points")  # fmt: skip
+        for r in at:
+            if _safety(r["policy"]) is None:
+                x, y = 100 * r["slo_compliance"], 100 * r["accuracy"]
+                ax.scatter(x, y, marker="*", s=90, color=colour, edgecolors="black")
+                ax.annotate(r["policy"], (x, y), fontsize=7, xytext=(4, -9),
+                            textcoords="offset points")  # fmt: skip
+    ax.set_xlabel("SLO compliance (%)")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_title("What SLO compliance buys in accuracy (labels: safety)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def write_plots(
     outcomes: Sequence[RunOutcome], rows: Sequence[dict[str, Any]], out: Path, scenario: str
 ) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
     top_load = max(o.cell.load_rpm for o in outcomes)
-    return [
+    paths = [
         plot_slo_vs_load(rows, out / f"{scenario}-slo-vs-load.png"),
         plot_latency_cdf(outcomes, out / f"{scenario}-latency-cdf.png", top_load),
         plot_accuracy_vs_latency(rows, out / f"{scenario}-accuracy-vs-latency.png"),
     ]
+    if any(_safety(r["policy"]) not in (None, 0.7) for r in rows):
+        paths.append(plot_accuracy_vs_slo(rows, out / f"{scenario}-accuracy-vs-slo.png"))
+    return paths

@@ -41,6 +41,17 @@ ALL_POLICIES: tuple[str, ...] = (*_LEARNED_AVAILABLE, *HEURISTICS, "budget-greed
 SMOKE_POLICIES: tuple[str, ...] = ("budget-greedy", "moa", "masrouter")
 
 PAPER_LOADS: tuple[float, ...] = (10.0, 100.0)
+# How much accuracy the load-aware heuristic can buy with SLO compliance: its one knob,
+# the share of the budget a plan may be predicted to use, from cautious to all of it
+# (0.7 is its default), beside the learned policy. Where this frontier is flat, a
+# learned policy has little accuracy to find at the same SLO compliance.
+HEADROOM_SAFETY: tuple[float, ...] = (0.4, 0.5, 0.6, 0.8, 0.9, 1.0)
+HEADROOM_POLICIES: tuple[str, ...] = (
+    *_LEARNED_AVAILABLE,
+    "budget-greedy",
+    *(f"budget-greedy:safety={s:g}" for s in HEADROOM_SAFETY),
+)
+HEADROOM_LOADS: tuple[float, ...] = (10.0, 30.0, 100.0)
 SWEEP_LOADS: tuple[float, ...] = (10.0, 30.0, 50.0, 100.0, 150.0, 200.0)
 GENERALISE_LOADS: tuple[float, ...] = (10.0, 100.0)
 
@@ -51,6 +62,7 @@ DURATION_S: dict[str, float] = {
     "smoke": 240.0,
     "paper": 3600.0,
     "sweep": 1800.0,
+    "headroom": 3600.0,
     "generalise": 1800.0,  # the diurnal cycle is stretched over the run, whatever its length
 }
 SMOKE_LOAD = 30.0
@@ -64,6 +76,7 @@ SCENARIO_HELP: dict[str, str] = {
     "paper": "10 and 100 req/min x math, gsm-hard, code, mmlu-pro; every policy; poisson",
     "sweep": "load sweep 10..200 req/min on a mixed workload; every policy; poisson",
     "generalise": "bursty and diurnal arrivals at 10 and 100 req/min, held-out seeds",
+    "headroom": "budget-greedy's accuracy/SLO frontier (safety 0.4..1) and learned; mixed tasks",
 }
 
 
@@ -72,7 +85,14 @@ class BenchError(ValueError):
 
 
 def known_policies() -> list[str]:
-    return [LEARNED, "learned:<file.npz>", *HEURISTICS, "<heuristic>+fcfs", "<heuristic>+edf"]
+    return [
+        LEARNED,
+        "learned:<file.npz>",
+        *HEURISTICS,
+        "budget-greedy:safety=<0..1>",
+        "<heuristic>+fcfs",
+        "<heuristic>+edf",
+    ]
 
 
 def _learned(name: str) -> Policy:
@@ -108,7 +128,7 @@ def resolve_policy(name: str) -> Policy:
     base = name.partition("+")[0]
     if base == LEARNED or base.startswith(LEARNED + ":"):
         return _learned(name)
-    if base in HEURISTICS:
+    if base.partition(":")[0] in HEURISTICS:
         try:
             return make_heuristic(name)
         except ValueError as exc:
@@ -189,6 +209,9 @@ def build_scenario(name: str, overrides: Overrides | None = None) -> Scenario:
         loads, tasks, arrivals, policies = PAPER_LOADS, TASKS, ("poisson",), ALL_POLICIES
     elif name == "sweep":
         loads, tasks, arrivals, policies = SWEEP_LOADS, (MIXED,), ("poisson",), ALL_POLICIES
+    elif name == "headroom":
+        loads, tasks, arrivals = HEADROOM_LOADS, (MIXED,), ("poisson",)
+        policies = HEADROOM_POLICIES
     else:  # generalise
         loads, tasks, arrivals, policies = (
             GENERALISE_LOADS,

@@ -182,10 +182,14 @@ class BudgetGreedy(Policy):
     """
 
     name = "budget-greedy"
-    safety = 0.7
+    safety = 0.7  # share of the budget a plan may be predicted to use
 
-    def __init__(self, limits: Limits | None = None) -> None:
+    def __init__(self, limits: Limits | None = None, safety: float | None = None) -> None:
         super().__init__(limits)
+        if safety is not None:
+            if not 0.0 < safety <= 1.0:
+                raise ValueError(f"budget-greedy safety must be in (0, 1], got {safety:g}")
+            self.safety = safety
         self._depth_idx = tuple(DEPTH_INDEX[d] for d in DEPTHS if d in self._depths)
         # (plan, its topology gain, waves, width of the first wave, calls), computed once,
         # and per wave count the widest first wave: how many fitting options to look for.
@@ -289,8 +293,11 @@ PolicyFactory = Callable[[Limits], Policy]
 
 
 def make_heuristic(spec: str, limits: Limits | None = None) -> Policy:
-    """A heuristic by name; `name+fcfs` / `name+edf` overrides the scheduler (for ablations)."""
-    name, _, sched = spec.partition("+")
+    """A heuristic by name. `name+fcfs` / `name+edf` overrides the scheduler (for ablations);
+    `budget-greedy:safety=0.5` sets the share of the budget its plans may be predicted to
+    use (the default is 0.7; lower trades accuracy for SLO compliance)."""
+    base, _, sched = spec.partition("+")
+    name, _, option = base.partition(":")
     if name not in HEURISTICS:
         known = ", ".join(sorted(HEURISTICS))
         raise ValueError(f"unknown policy {name!r}; known heuristics: {known}")
@@ -302,7 +309,20 @@ def make_heuristic(spec: str, limits: Limits | None = None) -> Policy:
             msg = f"unknown scheduler {sched!r} in {spec!r}; use +edf or +fcfs"
             raise ValueError(msg) from None
         limits = Limits(limits.topologies, limits.depths, limits.max_agents, scheduler)
-    policy = HEURISTICS[name](limits)
-    if sched:
+    policy = _with_option(name, option, spec, limits) if option else HEURISTICS[name](limits)
+    if sched or option:
         policy.name = spec
     return policy
+
+
+def _with_option(name: str, option: str, spec: str, limits: Limits) -> Policy:
+    key, _, value = option.partition("=")
+    if name != BudgetGreedy.name or key != "safety":
+        raise ValueError(
+            f"{spec!r}: only budget-greedy takes an option, safety (e.g. budget-greedy:safety=0.5)"
+        )
+    try:
+        safety = float(value)
+    except ValueError:
+        raise ValueError(f"{spec!r}: safety must be a number in (0, 1], got {value!r}") from None
+    return BudgetGreedy(limits, safety=safety)
