@@ -9,25 +9,16 @@ from __future__ import annotations
 
 import aiohttp
 import pytest
-from aiohttp import web
 
 from inframind.bench import instant, passthrough
+from support.dataplane import serve_app
 
 pytestmark = pytest.mark.integration
 
 
-async def _serve(app: web.Application) -> tuple[web.AppRunner, str]:
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
-
-
 async def test_pass_through_forwards_bodies_and_statuses_unchanged():
-    upstream, up_url = await _serve(instant.app())
-    proxy, proxy_url = await _serve(passthrough.app(up_url))
+    upstream, up_url = await serve_app(instant.app())
+    proxy, proxy_url = await serve_app(passthrough.app(up_url))
     body = {"model": instant.MODEL, "messages": [{"role": "user", "content": "hi"}]}
     try:
         async with aiohttp.ClientSession() as s:

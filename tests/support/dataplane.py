@@ -15,6 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
+from aiohttp import web
 
 from inframind.api.config import PipelineConfig, PoolConfig
 from inframind.localstack.engines import Engine
@@ -31,6 +32,16 @@ def pool(engine: Engine, *, max_num_seqs: int | None = None, **profile: Any) -> 
         max_num_seqs=max_num_seqs,
         profile=profile or {},
     )
+
+
+async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
+    """Serve `app` on a free loopback port: (its runner, to clean up; its base URL)."""
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host, port = runner.addresses[0][:2]
+    return runner, f"http://{host}:{port}"
 
 
 def get_json(url: str, timeout: float = 5.0) -> Any:

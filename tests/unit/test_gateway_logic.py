@@ -21,6 +21,7 @@ from inframind.settings import Settings
 from inframind.telemetry.scrape import EngineScraper
 from inframind.telemetry.snapshot import Endpoints, LiveView, profile_from_config
 from inframind.vocab import TaskFamily, Topology
+from support.dataplane import serve_app
 
 pytestmark = pytest.mark.unit
 
@@ -116,11 +117,7 @@ async def _loopback_server(
 ) -> tuple[web.AppRunner, str]:
     app = web.Application(client_max_size=max_body)
     app.router.add_route(method, path, handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+    return await serve_app(app)
 
 
 async def _sse(request: web.Request, *chunks: dict, done: bool = True) -> web.StreamResponse:
