@@ -30,7 +30,6 @@ from inframind.policy.plans import CATALOGUE, build_plan
 from inframind.policy.runtime import (
     LearnedPolicy,
     PolicyFileError,
-    _forward,
     load_policy,
     write_policy_file,
 )
@@ -190,6 +189,14 @@ def test_learned_policy_runs_an_exported_file_within_its_limits(tmp_path):
     assert choice.pool in (0, 1) and choice.depth is Depth.CONCISE
 
 
+def _plain_forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
+    """The textbook forward pass of a padded observation, as training computes it."""
+    for W, b in layers[:-1]:
+        x = np.tanh(x @ W + b)
+    W, b = layers[-1]
+    return x @ W + b
+
+
 @pytest.mark.parametrize("hidden", [(16,), (32, 32), ()])
 def test_the_runtime_computes_the_plain_forward_pass_of_padded_observations(tmp_path, hidden):
     """The runtime drops padded pool slots and folds biases and the planner's mask into its
@@ -221,12 +228,12 @@ def test_the_runtime_computes_the_plain_forward_pass_of_padded_observations(tmp_
             ]
             snap = _snapshot(list(rng.uniform(0.3, 0.9, n)), loads)
             query = _query(float(rng.uniform(5, 60)), TaskFamily.CODE)
-            plan_logits = _forward(policy.planner, encode_query(snap, query))
+            plan_logits = _plain_forward(policy.planner, encode_query(snap, query))
             want_plan = CATALOGUE[int(np.where(allowed, plan_logits, -np.inf).argmax())]
             assert policy.decide(snap, query) is want_plan
             step = StepContext(query, want_plan, 0, 0, want_plan.waves[0][0], 0.0, (0,))
             x = encode_step(snap, step)
-            step_logits = _forward(policy.executor, x)
+            step_logits = _plain_forward(policy.executor, x)
             got = policy._step_net(query_fields(snap, query, 0.0) + step_fields(step), n)
             np.testing.assert_allclose(got, step_logits, rtol=1e-4, atol=1e-4)
             mask = executor_mask(snap)

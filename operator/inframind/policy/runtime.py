@@ -110,14 +110,6 @@ class _Net:
         return h
 
 
-def _forward(layers: list[tuple[np.ndarray, np.ndarray]], x: np.ndarray) -> np.ndarray:
-    """The plain forward pass of padded observations (tests check `_Net` against it)."""
-    for W, b in layers[:-1]:
-        x = np.tanh(x @ W + b)
-    W, b = layers[-1]
-    return x @ W + b
-
-
 class LearnedPolicy(Policy):
     """Greedy (argmax) decisions of an exported planner and executor, masked to the limits."""
 
