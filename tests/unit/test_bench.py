@@ -181,17 +181,21 @@ def test_headroom_scenario_sweeps_budget_greedys_safety_beside_the_learned_polic
     assert ("learned" in scenario.policies) == sc.LEARNED_ARTIFACT.exists()
 
 
-def test_headroom_plot_draws_the_safety_frontier(tmp_path: Path):
-    cell = Cell("headroom", 30.0, sc.MIXED, seed=3, duration_s=600.0)
-    outcomes = [
-        _outcome(cell, "budget-greedy", 1.0, 0.71),
-        _outcome(cell, "budget-greedy:safety=0.4", 0.6, 0.70),
-        _outcome(cell, "learned", 0.9, 0.71),
-    ]
+def test_headroom_plot_draws_the_safety_frontier_of_every_cell(tmp_path: Path):
+    outcomes = []
+    for load, task in ((30.0, sc.MIXED), (30.0, "math"), (100.0, "math")):
+        cell = Cell("headroom", load, task, seed=3, duration_s=600.0)
+        outcomes += [
+            _outcome(cell, "budget-greedy", 1.0, 0.71),
+            _outcome(cell, "budget-greedy+fcfs", 1.0, 0.71),
+            _outcome(cell, "budget-greedy:safety=0.4", 0.6, 0.70),
+            _outcome(cell, "budget-greedy:safety=1", 1.3, 0.72),
+            _outcome(cell, "learned", 0.9, 0.71),
+        ]
     paths = report.write_plots(outcomes, report.build_rows(outcomes), tmp_path, "headroom")
     assert tmp_path / "headroom-accuracy-vs-slo.png" in paths
     assert all(p.read_bytes().startswith(PNG_MAGIC) for p in paths)
-    # Without safety variants there is no frontier to draw.
+    # Without a few settings of the knob there is no frontier to draw.
     plain = report.write_plots(_hand_made(), report.build_rows(_hand_made()), tmp_path, "paper")
     assert not any("accuracy-vs-slo" in p.name for p in plain)
 
