@@ -28,7 +28,7 @@ export INFRAMIND_HELM := $(CURDIR)/$(HELM)
 CHART := charts/inframind
 CHART_CI_VALUES := $(CHART)/ci/all-features-values.yaml
 
-.PHONY: help setup serve-setup demo test test-faults unit integration e2e lint crds crds-check chart helm bench train train-full clean
+.PHONY: help setup serve-setup demo test test-faults unit integration e2e lint crds crds-check chart helm bench train train-full policy-onnx clean
 
 help:
 	@echo "make demo   - run the local stack (API emulator + operator) and show what it does"
@@ -38,6 +38,7 @@ help:
 	@echo "make lint   - ruff, import-linter layering contracts, CRD drift check"
 	@echo "make chart  - lint, render and validate the Helm chart (installs helm first)"
 	@echo "make train  - smoke-train the learned policy (make train-full: the real run)"
+	@echo "make policy-onnx - the learned policy as ONNX models (POLICY=file.npz; results/onnx)"
 
 $(STAMP): pyproject.toml
 	@command -v kubectl >/dev/null && command -v prometheus >/dev/null || { \
@@ -126,6 +127,10 @@ train: setup  ## smoke training (minutes): exits non-zero unless the policy beat
 
 train-full: setup  ## the real run (< 1 h on 2 cores): replaces the committed policy artifact
 	PYTHONPATH=policy_training RAY_AUTH_MODE=disabled $(PY) -m inframind_training.train --full
+
+POLICY ?= operator/inframind/policy/data/inframind-policy.npz
+policy-onnx: setup  ## a policy .npz (POLICY=...) as planner/executor ONNX models under results/onnx
+	PYTHONPATH=policy_training $(PY) -m inframind_training.onnx_export $(POLICY) --out results/onnx
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) results .pytest_cache .ruff_cache .import_linter_cache
