@@ -23,23 +23,10 @@ from inframind.policy.plans import CATALOGUE
 from inframind.policy.runtime import LearnedPolicy, read_policy_file, write_policy_file
 from inframind.policy.types import DEPTH_INDEX, DEPTHS
 from inframind.sim.run import PlanRequest
-from inframind_training.env import InfraMindEnv
 from inframind_training.onnx_export import export_onnx, main
+from support.training import decision_points
 
 pytestmark = pytest.mark.unit
-
-
-def _decision_points(n: int = 300):
-    """Real planner and executor observations from a loaded simulated cluster."""
-    env = InfraMindEnv({"window_s": 120.0, "loads_rpm": [100.0]})
-    obs, _ = env.reset(seed=5)
-    rng = np.random.default_rng(1)
-    out = []
-    while obs and len(out) < n:
-        ((aid, o),) = obs.items()
-        out.append((env._request, o))
-        obs, *_ = env.step({aid: int(rng.choice(np.flatnonzero(o["action_mask"])))})
-    return out
 
 
 def _run(session, obs: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -53,7 +40,7 @@ def test_onnx_models_take_the_numpy_runtimes_decisions(tmp_path):
     planner = ort.InferenceSession(str(planner_path), providers=["CPUExecutionProvider"])
     executor = ort.InferenceSession(str(executor_path), providers=["CPUExecutionProvider"])
     runtime = LearnedPolicy(LEARNED_ARTIFACT)
-    points = _decision_points()
+    points = decision_points(300, seed=5)
     assert {isinstance(req, PlanRequest) for req, _ in points} == {True, False}
     for req, o in points:
         if isinstance(req, PlanRequest):

@@ -15,10 +15,11 @@ from inframind.policy.plans import CATALOGUE
 from inframind.policy.runtime import LearnedPolicy, read_policy_file
 from inframind.policy.types import DEPTH_INDEX, DEPTHS
 from inframind.sim.run import PlanRequest
-from inframind_training.env import InfraMindEnv, executor_space, planner_space
+from inframind_training.env import executor_space, planner_space
 from inframind_training.export import export_policy, torch_greedy
 from inframind_training.module import MaskedPPOModule
 from inframind_training.train import load_artifact_into
+from support.training import decision_points
 
 pytestmark = pytest.mark.unit
 
@@ -43,26 +44,13 @@ def modules():
     return build(planner_space(), PLANNER_ACTIONS), build(executor_space(), EXECUTOR_ACTIONS)
 
 
-def sample_requests(n: int = 400):
-    """Real decision points (planner and executor) from a loaded simulated cluster."""
-    env = InfraMindEnv({"window_s": 120.0, "loads_rpm": [100.0]})
-    obs, _ = env.reset(seed=3)
-    rng = np.random.default_rng(0)
-    out = []
-    while obs and len(out) < n:
-        ((aid, o),) = obs.items()
-        out.append((env._request, o))
-        obs, *_ = env.step({aid: int(rng.choice(np.flatnonzero(o["action_mask"])))})
-    return out
-
-
 def test_exported_policy_takes_the_torch_modules_greedy_actions(modules, tmp_path):
     planner, executor = modules
     path = tmp_path / "policy.npz"
     export_policy(planner, executor, path, "test-1", note="unit")
     runtime = LearnedPolicy(path)
     assert runtime.version == "test-1"
-    requests = sample_requests()
+    requests = decision_points(400, seed=3)
     roles = {isinstance(req, PlanRequest) for req, _ in requests}
     assert roles == {True, False}
     for req, o in requests:
