@@ -168,16 +168,19 @@ def test_budget_greedy_takes_a_safety_and_a_bad_one_says_what_to_fix():
         sc.resolve_policy("budget-greedy:safety=high")
     with pytest.raises(BenchError, match="only budget-greedy takes an option"):
         sc.resolve_policy("moa:safety=0.5")
+    with pytest.raises(BenchError, match=r"SLO target must be in \(0, 1\]"):
+        sc.resolve_policy("budget-greedy:slo=99.9")
 
 
 def test_headroom_scenario_sweeps_budget_greedys_safety_beside_the_learned_policy():
     scenario = sc.build_scenario("headroom")
     assert {c.task for c in scenario.cells} == {sc.MIXED}
     assert [c.load_rpm for c in scenario.cells] == [10.0, 30.0, 100.0]
-    safeties = {sc.resolve_policy(p).safety for p in scenario.policies if p != "learned"}
-    assert {0.4, 0.7, 1.0} <= safeties and len(safeties) == len(scenario.policies) - (
-        "learned" in scenario.policies
-    )
+    fixed = [p for p in scenario.policies if p == "budget-greedy" or ":safety=" in p]
+    safeties = {sc.resolve_policy(p).safety for p in fixed}
+    assert {0.3, 0.7, 1.0} <= safeties and len(safeties) == len(fixed)
+    tuned = [sc.resolve_policy(p) for p in scenario.policies if ":slo=" in p]
+    assert {p.tuner.target for p in tuned} == {0.99, 0.999}
     assert ("learned" in scenario.policies) == sc.LEARNED_ARTIFACT.exists()
 
 

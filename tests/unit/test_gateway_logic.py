@@ -11,8 +11,9 @@ import pytest
 from aiohttp import ClientSession, web
 
 from inframind.api.config import EndpointRoute, PipelineConfig, PoolConfig, Routing
+from inframind.api.pipeline import Budget, PolicySource
 from inframind.gateway.app import Gateway
-from inframind.orchestrator.runner import combine, fit_context, infer_task
+from inframind.orchestrator.runner import Outcome, QueryTrace, combine, fit_context, infer_task
 from inframind.orchestrator.scheduler import admit
 from inframind.policy.heuristics import BudgetGreedy
 from inframind.policy.plans import build_plan
@@ -488,3 +489,46 @@ async def test_a_call_that_outruns_its_budget_on_a_live_engine_leaves_it_in_rout
         assert endpoints.state(url) == "closed"
     finally:
         await runner.cleanup()
+
+
+def _answered(met: bool) -> Outcome:
+    trace = QueryTrace("q", "p", "math", "single/1x1", "single", "budget-greedy", None, 10.0)
+    trace.latency_s, trace.met_budget = (5.0, True) if met else (12.0, False)
+    return Outcome("4", 10, 1, trace)
+
+
+async def test_budget_greedy_turns_cautious_while_a_pipeline_misses_its_slo_target():
+    """spec.budget.sloTarget steers budget-greedy's safety from the gateway's own outcomes:
+    misses make it plan with less of the budget, kept through config reloads, and it
+    returns to the default as answers come back within budget, never past it."""
+    pool = PoolConfig(name="p", model="m", served_model_name="m", endpoints=["http://127.0.0.1:1"])
+    config = PipelineConfig(pipeline="p", pools=[pool], budget=Budget(slo_target=0.99))
+    gateway = Gateway(Settings(), config=config)
+    app = web.Application()
+    await gateway.start(app)
+
+    def safety() -> float | None:
+        return gateway.metrics.registry.get_sample_value(
+            "inframind_budget_safety", {"pipeline": "p"}
+        )
+
+    try:
+        assert gateway.runner.policy.safety == safety() == BudgetGreedy.safety
+        for _ in range(3):
+            gateway._account(_answered(met=False))
+        cautious = gateway.runner.policy.safety
+        assert cautious < 0.5 and safety() == cautious
+        gateway.apply_config(config.model_copy(update={"max_agents": 4}))  # a reload
+        assert gateway.runner.policy.safety == cautious
+        for _ in range(100):
+            gateway._account(_answered(met=True))
+        assert cautious < gateway.runner.policy.safety < BudgetGreedy.safety
+        for _ in range(2000):
+            gateway._account(_answered(met=True))
+        assert gateway.runner.policy.safety == BudgetGreedy.safety
+        # Another policy does not plan with a safety: the gauge goes with budget-greedy.
+        gateway.apply_config(config.model_copy(update={"policy": PolicySource(heuristic="moa")}))
+        gateway._account(_answered(met=False))
+        assert safety() is None
+    finally:
+        await gateway.stop(app)

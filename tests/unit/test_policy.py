@@ -25,7 +25,7 @@ from inframind.policy.features import (
     query_fields,
     step_fields,
 )
-from inframind.policy.heuristics import HEURISTICS, make_heuristic
+from inframind.policy.heuristics import HEURISTICS, BudgetGreedy, SafetyTuner, make_heuristic
 from inframind.policy.plans import CATALOGUE, build_plan
 from inframind.policy.runtime import (
     LearnedPolicy,
@@ -265,3 +265,39 @@ def test_a_policy_from_another_feature_schema_is_refused_and_the_fallback_serves
 def test_a_missing_policy_file_falls_back_with_a_reason(tmp_path):
     policy, _, warning = load_policy(PolicySource(path=str(tmp_path / "nope.npz")), Limits())
     assert policy.name == "budget-greedy" and "does not exist" in warning
+
+
+def test_the_safety_tuner_settles_where_misses_run_at_half_the_allowed_rate():
+    tuner = SafetyTuner(0.99)  # aims at 0.5 % misses
+    assert tuner.safety == tuner.high == 0.7
+    assert tuner.observe(True) == 0.7  # never past the default
+    rng = np.random.default_rng(0)
+    # A stand-in for the cluster: the bolder the safety, the more budgets are missed
+    # (2 % at the default). After a settling period misses run near the aimed 0.5 %.
+    misses = []
+    for i in range(60_000):
+        met = bool(rng.uniform() > 0.02 * (tuner.safety / 0.7) ** 4)
+        tuner.observe(met)
+        if i >= 20_000:
+            misses.append(not met)
+    assert 0.004 < np.mean(misses) < 0.006
+    assert tuner.low < tuner.safety < tuner.high
+    for _ in range(100):
+        tuner.observe(False)
+    assert tuner.safety == tuner.low  # bounded below too
+    with pytest.raises(ValueError, match=r"SLO target must be in \(0, 1\]"):
+        SafetyTuner(0.0)
+
+
+def test_budget_greedy_keeps_an_slo_target_on_the_simulator():
+    """The closed loop on the simulator: with the pipeline's target, budget-greedy misses
+    fewer budgets than at its fixed default, on the same loaded workload."""
+    from inframind.bench.scenarios import Cell, resolve_policy
+    from inframind.sim.run import simulate
+
+    cell = Cell("test", 100.0, "mixed", seed=2, duration_s=900.0)
+    fixed = simulate(resolve_policy("budget-greedy"), cell.sim_config()).summary()
+    tuned_policy = resolve_policy("budget-greedy:slo=0.999")
+    tuned = simulate(tuned_policy, cell.sim_config()).summary()
+    assert tuned["slo_compliance"] > fixed["slo_compliance"]
+    assert tuned_policy.safety < BudgetGreedy.safety and tuned_policy.tuner.missed > 0

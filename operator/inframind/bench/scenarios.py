@@ -52,10 +52,14 @@ PAPER_LOADS: tuple[float, ...] = (10.0, 100.0)
 # (0.7 is its default), beside the learned policy. Where this frontier is flat, a
 # learned policy has little accuracy to find at the same SLO compliance.
 HEADROOM_SAFETY: tuple[float, ...] = (0.3, 0.4, 0.5, 0.6, 0.8, 0.9, 1.0)
+# And budget-greedy tuning its safety from outcomes towards an SLO target, as a gateway
+# does for its pipeline's spec.budget.sloTarget.
+HEADROOM_TARGETS: tuple[float, ...] = (0.99, 0.999)
 HEADROOM_POLICIES: tuple[str, ...] = (
     *_LEARNED_AVAILABLE,
     "budget-greedy",
     *(f"budget-greedy:safety={s:g}" for s in HEADROOM_SAFETY),
+    *(f"budget-greedy:slo={t:g}" for t in HEADROOM_TARGETS),
 )
 HEADROOM_LOADS: tuple[float, ...] = (10.0, 30.0, 100.0)
 SWEEP_LOADS: tuple[float, ...] = (10.0, 30.0, 50.0, 100.0, 150.0, 200.0)
@@ -82,7 +86,7 @@ SCENARIO_HELP: dict[str, str] = {
     "paper": "10 and 100 req/min x math, gsm-hard, code, mmlu-pro; every policy; poisson",
     "sweep": "load sweep 10..200 req/min on a mixed workload; every policy; poisson",
     "generalise": "bursty and diurnal arrivals at 10 and 100 req/min, held-out seeds",
-    "headroom": "budget-greedy's accuracy/SLO frontier (safety 0.4..1) and learned; mixed tasks",
+    "headroom": "budget-greedy's accuracy/SLO frontier (safety 0.3..1, SLO-tuned) and learned",
 }
 
 
@@ -96,6 +100,7 @@ def known_policies() -> list[str]:
         "learned:<file.npz>",
         *HEURISTICS,
         "budget-greedy:safety=<0..1>",
+        "budget-greedy:slo=<target>",
         "<heuristic>+fcfs",
         "<heuristic>+edf",
     ]

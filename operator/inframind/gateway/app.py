@@ -29,7 +29,8 @@ from ..api.config import PipelineConfig
 from ..orchestrator.runner import Outcome, PipelineFailed, Runner, StepTrace, infer_task
 from ..orchestrator.scheduler import admit
 from ..orchestrator.slots import SlotQueue
-from ..policy.base import Limits
+from ..policy.base import Limits, Policy
+from ..policy.heuristics import SafetyTuner
 from ..policy.runtime import load_policy
 from ..policy.types import Query
 from ..settings import Settings
@@ -78,6 +79,8 @@ class Gateway:
         )
         self.view = LiveView(self.scraper, self.endpoints, prometheus=self.prometheus)
         self.slots = SlotQueue()  # outlives config reloads, as the calls holding slots do
+        # Tunes budget-greedy to the pipeline's sloTarget; outlives reloads of the same target.
+        self.tuner: SafetyTuner | None = None
         self.config: PipelineConfig | None = None
         self.runner: Runner | None = None
         self.policy_version = "-"
@@ -157,6 +160,9 @@ class Gateway:
         self.apply_config(config)
 
     def apply_config(self, config: PipelineConfig) -> None:
+        target = config.budget.slo_target
+        if self.tuner is None or self.tuner.target != target:
+            self.tuner = SafetyTuner(target)
         policy, version, warning = load_policy(
             config.policy,
             Limits(
@@ -166,6 +172,7 @@ class Gateway:
                 scheduler=config.scheduler,
             ),
             base_dir=self.config_path.parent if self.config_path else None,
+            tuner=self.tuner,
         )
         if warning:
             log.warning("pipeline %s: %s", config.pipeline, warning)
@@ -186,6 +193,9 @@ class Gateway:
         self.policy_version = version
         self.metrics.policy.clear()
         self.metrics.policy.labels(config.pipeline, policy.name, version).set(1)
+        self.metrics.safety.clear()
+        if self._tuned(policy):
+            self.metrics.safety.labels(config.pipeline).set(self.tuner.safety)
         log.info(
             "pipeline %s: %s pools, policy %s (%s)%s",
             config.pipeline,
@@ -364,7 +374,16 @@ class Gateway:
         if trace.latency_s is not None:
             self.metrics.latency.labels(pipeline).observe(trace.latency_s)
         self.metrics.slo.labels(pipeline, "met" if trace.met_budget else "missed").inc()
+        if self.runner is not None:
+            policy = self.runner.policy
+            policy.observe(trace.met_budget)
+            if self._tuned(policy):
+                self.metrics.safety.labels(pipeline).set(self.tuner.safety)
         self._record(trace.to_dict())
+
+    def _tuned(self, policy: Policy) -> bool:
+        """Whether this policy plans with the pipeline's SLO tuner (budget-greedy does)."""
+        return self.tuner is not None and getattr(policy, "tuner", None) is self.tuner
 
     def _record(self, trace: dict[str, Any]) -> None:
         if self.trace_log is not None:

@@ -77,3 +77,9 @@ class GatewayMetrics:
         self.policy = Gauge(
             "inframind_policy_info", "Active policy", ["pipeline", "policy", "version"], registry=r
         )
+        self.safety = Gauge(
+            "inframind_budget_safety",
+            "Share of the budget budget-greedy plans may use, tuned to the pipeline's sloTarget",
+            ["pipeline"],
+            registry=r,
+        )

@@ -47,6 +47,11 @@ class Policy(ABC):
     @abstractmethod
     def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice: ...
 
+    def observe(self, met_budget: bool) -> None:
+        """Feedback once a query has finished, whether within its budget. The gateway and
+        the simulator call it; most policies ignore it (budget-greedy may tune itself)."""
+        return None  # a hook with a do-nothing default, not an abstract method
+
     # Helpers for subclasses -------------------------------------------------
 
     def _plan(self, topology: Topology, prefer_agents: int) -> Plan:

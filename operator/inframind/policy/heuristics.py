@@ -170,6 +170,45 @@ class LeastQueue(Policy):
         return Choice(best, self._depth(Depth.CONCISE))
 
 
+class SafetyTuner:
+    """Keeps a pipeline's SLO target by moving budget-greedy's safety from its outcomes.
+
+    The tuner aims at a miss rate `aim` = `margin` x (1 - target), half the allowed one
+    by default, so that its noise around the aim stays within the target. A query over
+    its budget lowers the safety by `step` x (1 - aim), one within it raises the safety
+    by `step` x aim: the safety settles where misses run at the aimed rate, the dual
+    ascent training applies to its Lagrange multiplier, applied to the knob. It starts
+    at, and never rises above, `high` (budget-greedy's default 0.7): a pipeline that
+    meets its target plans as before; one that misses it turns cautious.
+    """
+
+    def __init__(
+        self,
+        target: float,
+        high: float = 0.7,
+        low: float = 0.2,
+        step: float = 0.1,
+        margin: float = 0.5,
+    ) -> None:
+        if not 0.0 < target <= 1.0:
+            raise ValueError(f"SLO target must be in (0, 1], got {target:g}")
+        self.target = target
+        self.aim = margin * (1.0 - target)
+        self.high, self.low, self.step = high, low, step
+        self.safety = high
+        self.met = self.missed = 0
+
+    def observe(self, met_budget: bool) -> float:
+        """Account one finished query; returns the safety to plan the next ones with."""
+        if met_budget:
+            self.met += 1
+            self.safety = min(self.high, self.safety + self.step * self.aim)
+        else:
+            self.missed += 1
+            self.safety = max(self.low, self.safety - self.step * (1.0 - self.aim))
+        return self.safety
+
+
 class BudgetGreedy(Policy):
     """Infrastructure-aware greedy: the most accurate plan and steps predicted to fit the budget.
 
@@ -184,12 +223,22 @@ class BudgetGreedy(Policy):
     name = "budget-greedy"
     safety = 0.7  # share of the budget a plan may be predicted to use
 
-    def __init__(self, limits: Limits | None = None, safety: float | None = None) -> None:
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        safety: float | None = None,
+        tuner: SafetyTuner | None = None,
+    ) -> None:
         super().__init__(limits)
         if safety is not None:
             if not 0.0 < safety <= 1.0:
                 raise ValueError(f"budget-greedy safety must be in (0, 1], got {safety:g}")
             self.safety = safety
+        # A tuner (kept by the gateway across config reloads) moves the safety from
+        # outcomes towards the pipeline's SLO target; without one it stays put.
+        self.tuner = tuner
+        if tuner is not None:
+            self.safety = tuner.safety
         self._depth_idx = tuple(DEPTH_INDEX[d] for d in DEPTHS if d in self._depths)
         # (plan, its topology gain, waves, width of the first wave, calls), computed once,
         # and per wave count the widest first wave: how many fitting options to look for.
@@ -200,6 +249,10 @@ class BudgetGreedy(Policy):
         for _, _, waves, width, _ in self._shapes:
             widest[waves] = max(width, widest.get(waves, 0))
         self._widest = sorted(widest.items())
+
+    def observe(self, met_budget: bool) -> None:
+        if self.tuner is not None:
+            self.safety = self.tuner.observe(met_budget)
 
     def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
         arrays = profile_arrays(snapshot.profiles)
@@ -292,10 +345,14 @@ HEURISTICS: dict[str, type[Policy]] = {
 PolicyFactory = Callable[[Limits], Policy]
 
 
-def make_heuristic(spec: str, limits: Limits | None = None) -> Policy:
+def make_heuristic(
+    spec: str, limits: Limits | None = None, tuner: SafetyTuner | None = None
+) -> Policy:
     """A heuristic by name. `name+fcfs` / `name+edf` overrides the scheduler (for ablations);
     `budget-greedy:safety=0.5` sets the share of the budget its plans may be predicted to
-    use (the default is 0.7; lower trades accuracy for SLO compliance)."""
+    use (the default is 0.7; lower trades accuracy for SLO compliance), and
+    `budget-greedy:slo=0.999` tunes it from outcomes towards that SLO target, as a
+    `tuner` does (which only budget-greedy takes; the others ignore it)."""
     base, _, sched = spec.partition("+")
     name, _, option = base.partition(":")
     if name not in HEURISTICS:
@@ -309,7 +366,12 @@ def make_heuristic(spec: str, limits: Limits | None = None) -> Policy:
             msg = f"unknown scheduler {sched!r} in {spec!r}; use +edf or +fcfs"
             raise ValueError(msg) from None
         limits = Limits(limits.topologies, limits.depths, limits.max_agents, scheduler)
-    policy = _with_option(name, option, spec, limits) if option else HEURISTICS[name](limits)
+    if option:
+        policy = _with_option(name, option, spec, limits)
+    elif name == BudgetGreedy.name:
+        policy = BudgetGreedy(limits, tuner=tuner)
+    else:
+        policy = HEURISTICS[name](limits)
     if sched or option:
         policy.name = spec
     return policy
@@ -317,12 +379,16 @@ def make_heuristic(spec: str, limits: Limits | None = None) -> Policy:
 
 def _with_option(name: str, option: str, spec: str, limits: Limits) -> Policy:
     key, _, value = option.partition("=")
-    if name != BudgetGreedy.name or key != "safety":
+    if name != BudgetGreedy.name or key not in ("safety", "slo"):
         raise ValueError(
-            f"{spec!r}: only budget-greedy takes an option, safety (e.g. budget-greedy:safety=0.5)"
+            f"{spec!r}: only budget-greedy takes an option, safety or slo "
+            "(e.g. budget-greedy:safety=0.5, budget-greedy:slo=0.999)"
         )
+    what = "in (0, 1]"
     try:
-        safety = float(value)
+        number = float(value)
     except ValueError:
-        raise ValueError(f"{spec!r}: safety must be a number in (0, 1], got {value!r}") from None
-    return BudgetGreedy(limits, safety=safety)
+        raise ValueError(f"{spec!r}: {key} must be a number {what}, got {value!r}") from None
+    if key == "slo":
+        return BudgetGreedy(limits, tuner=SafetyTuner(number))
+    return BudgetGreedy(limits, safety=number)

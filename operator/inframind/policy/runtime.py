@@ -33,7 +33,7 @@ from .features import (
     query_fields,
     step_fields,
 )
-from .heuristics import make_heuristic
+from .heuristics import SafetyTuner, make_heuristic
 from .plans import CATALOGUE
 from .types import DEPTHS, Choice, ClusterSnapshot, Plan, Query, StepContext
 
@@ -212,11 +212,18 @@ def write_policy_file(
 
 
 def load_policy(
-    source: PolicySource, limits: Limits, base_dir: Path | None = None
+    source: PolicySource,
+    limits: Limits,
+    base_dir: Path | None = None,
+    tuner: SafetyTuner | None = None,
 ) -> tuple[Policy, str, str | None]:
-    """(policy, version, warning). Never raises for a bad artifact: falls back and says why."""
+    """(policy, version, warning). Never raises for a bad artifact: falls back and says why.
+
+    `tuner` keeps the pipeline's SLO target if the heuristic (or fallback) is budget-greedy.
+    """
     if source.heuristic is not None:
-        return make_heuristic(source.heuristic, limits), f"heuristic:{source.heuristic}", None
+        policy = make_heuristic(source.heuristic, limits, tuner)
+        return policy, f"heuristic:{source.heuristic}", None
     if source.path is not None:
         path = Path(source.path)
     else:
@@ -226,7 +233,7 @@ def load_policy(
     try:
         policy = LearnedPolicy(path, limits)
     except PolicyFileError as exc:
-        fallback = make_heuristic(source.fallback, limits)
+        fallback = make_heuristic(source.fallback, limits, tuner)
         return fallback, f"heuristic:{source.fallback}", f"{exc}; using {source.fallback} meanwhile"
     return policy, policy.version, None
 

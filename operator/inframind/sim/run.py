@@ -352,6 +352,7 @@ def simulate(policy: Policy, config: SimConfig) -> SimResult:
             elif type(event) is PlanRequest:
                 event = loop.send(policy.decide(event.snapshot, event.query))
             else:
+                policy.observe(event.record.met_budget)
                 event = loop.send(None)
     except StopIteration as done:
         return done.value
