@@ -26,7 +26,7 @@ from inframind.policy.features import (
     PLANNER_ACTIONS,
     PLANNER_FEATURES,
 )
-from inframind.policy.runtime import PolicyFileError, read_policy_file
+from inframind.policy.runtime import LearnedPolicy, PolicyFileError
 
 # ai.onnx opset: MatMul, Add, Tanh, Where, ArgMax as used here are stable since 13.
 OPSET = 17
@@ -92,22 +92,14 @@ def export_onnx(artifact: Path, out_dir: Path | None = None) -> list[Path]:
     The artifact is read as the gateway reads it, so a file from another feature
     schema or format is refused with the same message, before anything is written.
     """
-    meta, params = read_policy_file(artifact)
+    # Loaded by the gateway's own runtime: its format, schema and shape checks apply.
+    policy = LearnedPolicy(artifact)
     out_dir = out_dir or artifact.parent
     out_dir.mkdir(parents=True, exist_ok=True)
+    meta = policy.meta
     props = {k: str(meta[k]) for k in ("format", "version", "feature_schema") if k in meta}
     written = []
-    for role, (features, actions) in ROLES.items():
-        layers = []
-        while f"{role}/W{len(layers)}" in params:
-            i = len(layers)
-            layers.append((params[f"{role}/W{i}"], params[f"{role}/b{i}"]))
-        if (
-            not layers
-            or layers[0][0].shape[0] != len(features)
-            or layers[-1][0].shape[1] != actions
-        ):
-            raise PolicyFileError(f"{artifact}: the {role} weights do not map the feature schema")
+    for role, layers in (("planner", policy.planner), ("executor", policy.executor)):
         path = out_dir / f"{artifact.stem}.{role}.onnx"
         onnx.save(role_model(layers, role, props), path)
         written.append(path)
