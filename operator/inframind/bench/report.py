@@ -9,6 +9,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..policy.heuristics import BudgetGreedy, make_heuristic
 from .scenarios import BASELINES, REFERENCE, Cell, RunOutcome
 
 # Summary metrics every row carries (from SimResult.summary()).
@@ -383,13 +384,17 @@ def plot_accuracy_vs_latency(rows: Sequence[dict[str, Any]], path: Path) -> Path
 
 
 def _safety(policy: str) -> float | None:
-    """The safety of budget-greedy at EDF (`budget-greedy` is 0.7), else None."""
+    """The fixed safety of a budget-greedy run at EDF, else None (another policy, a
+    scheduler ablation, or budget-greedy tuned to an SLO target)."""
     if "+" in policy:
         return None  # a scheduler ablation, not a point of the frontier
-    if policy == "budget-greedy":
-        return 0.7
-    name, _, option = policy.partition(":safety=")
-    return float(option) if name == "budget-greedy" and option else None
+    try:
+        heuristic = make_heuristic(policy)
+    except ValueError:  # learned, or not a heuristic at all
+        return None
+    if isinstance(heuristic, BudgetGreedy) and heuristic.tuner is None:
+        return heuristic.safety
+    return None
 
 
 def plot_accuracy_vs_slo(rows: Sequence[dict[str, Any]], path: Path) -> Path:
