@@ -76,7 +76,7 @@ class Args:
     dual_lr: float = 2.0
     lam_max: float = 3.0
     # Warm start: behaviour cloning of a heuristic before PPO. budget-greedy at its
-    # default safety (0.7) misses 0.3-0.7 % of budgets, above slo_target; at 0.3 it
+    # default safety (0.7) misses 0.4-1.0 % of budgets, above slo_target; at 0.3 it
     # meets the target (`inframind bench --scenario headroom`), so PPO starts feasible.
     bc_policy: str = "budget-greedy:safety=0.3"
     bc_episodes: int = 12
