@@ -30,7 +30,7 @@ from ..orchestrator.runner import Outcome, PipelineFailed, Runner, StepTrace, in
 from ..orchestrator.scheduler import admit
 from ..orchestrator.slots import SlotQueue
 from ..policy.base import Limits, Policy
-from ..policy.heuristics import SafetyTuner
+from ..policy.heuristics import BudgetGreedy, SafetyTuner
 from ..policy.runtime import load_policy
 from ..policy.types import Query
 from ..settings import Settings
@@ -383,7 +383,8 @@ class Gateway:
 
     def _tuned(self, policy: Policy) -> bool:
         """Whether this policy plans with the pipeline's SLO tuner (budget-greedy does)."""
-        return self.tuner is not None and getattr(policy, "tuner", None) is self.tuner
+        tuner = self.tuner
+        return tuner is not None and isinstance(policy, BudgetGreedy) and policy.tuner is tuner
 
     def _record(self, trace: dict[str, Any]) -> None:
         if self.trace_log is not None:

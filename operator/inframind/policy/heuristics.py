@@ -196,12 +196,11 @@ class SafetyTuner:
         self.aim = margin * (1.0 - target)
         self.high, self.low, self.step = high, low, step
         self.safety = high
-        self.met = self.missed = 0
+        self.missed = 0  # misses seen, for status and tests
 
     def observe(self, met_budget: bool) -> float:
         """Account one finished query; returns the safety to plan the next ones with."""
         if met_budget:
-            self.met += 1
             self.safety = min(self.high, self.safety + self.step * self.aim)
         else:
             self.missed += 1
