@@ -60,15 +60,20 @@ def _mlp(params: dict[str, np.ndarray], prefix: str) -> list[tuple[np.ndarray, n
     return layers
 
 
+# Pre-activation of the runtime's constant unit: tanh(20.0) is exactly 1.0 in float32.
+_ONE_AFTER_TANH = np.float32(20.0)
+
+
 class _Net:
     """One exported MLP, arranged for single observations on the hot path.
 
-    Two rewrites of `x @ W + b`, equal in arithmetic (float32 sums may round in another
-    order), cut numpy calls and conversions, which are most of the time at this size:
-    a padded pool slot's fields are zeros, so the first layer keeps, per pool count,
-    only the rows the present pools use (the input is built without padding); and the
-    first layer's bias rides as one more input fixed at 1. A constant penalty on the
-    outputs (masked actions) is folded into the last bias.
+    Rewrites of `x @ W + b`, equal in arithmetic (float32 sums may round in another
+    order), that cut numpy calls and conversions, which are most of the time at this
+    size: a padded pool slot's fields are zeros, so the first layer keeps, per pool
+    count, only the rows the present pools use (the input is built without padding).
+    Every bias rides as one more input fixed at 1: the input gets a 1 appended, and each
+    hidden layer one more unit whose pre-activation is constant (tanh of it is exactly
+    1.0). A constant penalty on the outputs (masked actions) is folded into the last bias.
     """
 
     def __init__(
@@ -77,37 +82,41 @@ class _Net:
         tail: int,
         penalty: np.ndarray | None = None,
     ) -> None:
-        W0, b0 = layers[0]
+        biased = []  # each layer's matrix with its bias as the last row
+        for i, (W, b) in enumerate(layers):
+            b = b + penalty if penalty is not None and i == len(layers) - 1 else b
+            Wb = np.vstack([W, b[None, :]])
+            if i < len(layers) - 1:  # a hidden layer: one more unit, constant after tanh
+                one = np.zeros((Wb.shape[0], 1), dtype=np.float32)
+                one[-1] = _ONE_AFTER_TANH
+                Wb = np.hstack([Wb, one])
+            biased.append(np.ascontiguousarray(Wb, dtype=np.float32))
         after_pools = QUERY_WIDTH + POOL_WIDTH * MAX_POOLS
-        self.first = []  # by pool count
-        for n in range(MAX_POOLS + 1):
-            rows = np.r_[0 : QUERY_WIDTH + POOL_WIDTH * n, after_pools : after_pools + tail]
-            self.first.append(np.ascontiguousarray(np.vstack([W0[rows], b0[None, :]])))
-        rest = [(W, b.copy()) for W, b in layers[1:]]
-        self.hidden, self.out = rest[:-1], rest[-1] if rest else None
-        if penalty is not None:
-            if self.out is not None:
-                last_bias = self.out[1]
-                last_bias += penalty
-            else:  # a single linear layer: its bias is the first matrices' last row
-                for first in self.first:
-                    first[-1] += penalty
+        bias_row = biased[0].shape[0] - 1
+        self.first = [  # by pool count
+            biased[0][
+                np.r_[
+                    0 : QUERY_WIDTH + POOL_WIDTH * n,
+                    after_pools : after_pools + tail,
+                    bias_row,
+                ]
+            ]
+            for n in range(MAX_POOLS + 1)
+        ]
+        self.hidden = biased[1:-1]  # after the first layer, before the output layer
+        self.out = biased[-1] if len(biased) > 1 else None
 
     def __call__(self, x: list[float], pools: int) -> np.ndarray:
         """Outputs for the unpadded input `x` of `pools` pools (appends the bias input)."""
         x.append(1.0)
-        h = np.dot(np.array(x, dtype=np.float32), self.first[pools])
-        if self.out is None:
+        h = np.dot(np.fromiter(x, np.float32, len(x)), self.first[pools])
+        if self.out is None:  # a single linear layer
             return h
         np.tanh(h, out=h)
-        for W, b in self.hidden:
+        for W in self.hidden:
             h = np.dot(h, W)
-            h += b
             np.tanh(h, out=h)
-        W, b = self.out
-        h = np.dot(h, W)
-        h += b
-        return h
+        return np.dot(h, self.out)
 
 
 class LearnedPolicy(Policy):
@@ -129,7 +138,7 @@ class LearnedPolicy(Policy):
         plan_penalty = _penalty(np.array([i in allowed for i in range(PLANNER_ACTIONS)]))
         self._plan_net = _Net(self.planner, 0, plan_penalty)
         self._step_net = _Net(self.executor, len(EXECUTOR_FEATURES) - len(PLANNER_FEATURES))
-        self._step_penalty: dict[tuple[bool, ...], np.ndarray] = {}
+        self._step_penalty: dict[tuple[float, ...], np.ndarray] = {}
         self._depths_allowed = tuple(d for d in DEPTHS if d in self.limits.depths)
 
     def _check_shapes(self) -> None:
@@ -150,9 +159,12 @@ class LearnedPolicy(Policy):
 
     def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice:
         x = query_fields(snapshot, step.query, step.now)
+        # Each pool's "present" field is 1.0 when it is available: the mask's key.
+        available = tuple(
+            x[QUERY_WIDTH : QUERY_WIDTH + POOL_WIDTH * len(snapshot.loads) : POOL_WIDTH]
+        )
         x += step_fields(step)
         logits = self._step_net(x, len(snapshot.profiles))
-        available = tuple(ld.available for ld in snapshot.loads)
         penalty = self._step_penalty.get(available)
         if penalty is None:
             if len(self._step_penalty) > 256:
@@ -160,8 +172,12 @@ class LearnedPolicy(Policy):
             mask = executor_mask(snapshot, self._depths_allowed)
             penalty = self._step_penalty[available] = _penalty(mask)
         logits += penalty
-        pool, depth = action_to_choice(int(logits.argmax()))
-        return Choice(pool, DEPTHS[depth])
+        return _CHOICES[int(logits.argmax())]
+
+
+_CHOICES = tuple(  # by executor action
+    Choice(pool, DEPTHS[depth]) for pool, depth in map(action_to_choice, range(EXECUTOR_ACTIONS))
+)
 
 
 def _penalty(mask: np.ndarray) -> np.ndarray:
