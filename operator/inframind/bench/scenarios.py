@@ -354,9 +354,14 @@ def run_scenario(
 
 
 def _pool(workers: int) -> Any:
-    methods = multiprocessing.get_all_start_methods()
-    # fork shares the imported simulator with the workers at no start-up cost.
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    # Not fork: a process that has started threads (onnxruntime, torch, an HTTP client's
+    # resolver) can fork a child holding a lock no thread will release, and the run hangs.
+    # A fork server is a fresh single-threaded process; it imports the simulator once and
+    # forks each worker from there.
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn").Pool(workers)
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload([__name__])
     return ctx.Pool(workers)
 
 
