@@ -12,7 +12,7 @@ from aiohttp import ClientSession, web
 
 from inframind.api.config import EndpointRoute, PipelineConfig, PoolConfig, Routing
 from inframind.api.pipeline import Budget, PolicySource
-from inframind.gateway.app import Gateway
+from inframind.gateway.app import Gateway, create_app
 from inframind.orchestrator.runner import Outcome, QueryTrace, combine, fit_context, infer_task
 from inframind.orchestrator.scheduler import admit
 from inframind.policy.heuristics import BudgetGreedy
@@ -532,3 +532,38 @@ async def test_budget_greedy_turns_cautious_while_a_pipeline_misses_its_slo_targ
         assert safety() is None
     finally:
         await gateway.stop(app)
+
+
+async def test_a_query_the_gateway_could_not_answer_in_time_counts_as_a_slo_miss():
+    """To its client a 503 is a budget that passed without an answer: budget-greedy's
+    SLO tuner must count it, or a plan too bold for its engines never turns cautious."""
+    import httpx
+
+    async def slow_engine(request: web.Request) -> web.StreamResponse:
+        resp = await _sse(request, ROLE, done=False)
+        await asyncio.sleep(3)  # still generating when the budget runs out
+        return resp
+
+    engine, url = await _loopback_server("POST", "/v1/chat/completions", slow_engine)
+    pool = PoolConfig(name="slow", model="m", served_model_name="m", endpoints=[url])
+    config = PipelineConfig(pipeline="p", pools=[pool], budget=Budget(slo_target=0.99))
+    gateway = Gateway(Settings(), config=config)
+    server, base = await serve_app(create_app(gateway))
+    try:
+        body = {
+            "model": "p",
+            "messages": [{"role": "user", "content": "2+2?"}],
+            "inframind": {"budget_s": 1.0, "sheddable": False},
+        }
+        async with httpx.AsyncClient(timeout=30) as client:
+            resp = await client.post(f"{base}/v1/chat/completions", json=body)
+        assert resp.status_code == 503, resp.text
+        assert "not finished within" in resp.json()["error"]["message"]
+        assert gateway.runner.policy.safety < BudgetGreedy.safety
+        assert (
+            gateway.metrics.registry.get_sample_value("inframind_budget_safety", {"pipeline": "p"})
+            == gateway.runner.policy.safety
+        )
+    finally:
+        await server.cleanup()
+        await engine.cleanup()

@@ -355,8 +355,7 @@ class Gateway:
             try:
                 outcome = await runner.run(query, req.messages, plan, decision_us)
             except PipelineFailed as exc:
-                self.metrics.requests.labels(config.pipeline, str(exc.status)).inc()
-                self._record(exc.trace)
+                self._account_failure(config.pipeline, exc)
                 return _error(exc.status, str(exc), "pipeline_failed", inframind=exc.trace)
             self._account(outcome)
             return web.json_response(self._completion(req, outcome))
@@ -374,12 +373,27 @@ class Gateway:
         if trace.latency_s is not None:
             self.metrics.latency.labels(pipeline).observe(trace.latency_s)
         self.metrics.slo.labels(pipeline, "met" if trace.met_budget else "missed").inc()
-        if self.runner is not None:
-            policy = self.runner.policy
-            policy.observe(trace.met_budget)
-            if self._tuned(policy):
-                self.metrics.safety.labels(pipeline).set(self.tuner.safety)
+        self._observe(bool(trace.met_budget))
         self._record(trace.to_dict())
+
+    def _account_failure(self, pipeline: str, exc: PipelineFailed) -> None:
+        self.metrics.requests.labels(pipeline, str(exc.status)).inc()
+        if exc.status >= 500:  # no answer within the budget, and not the client's doing
+            self._observe(met_budget=False)
+        self._record(exc.trace)
+
+    def _observe(self, met_budget: bool) -> None:
+        """Tell the policy how a query ended (budget-greedy tunes its safety to the SLO target).
+
+        A query the gateway failed to answer (502, 503) counts as a miss: to its client the
+        budget passed without an answer, and a plan too bold for the time left is one cause.
+        """
+        if self.runner is None:
+            return
+        policy = self.runner.policy
+        policy.observe(met_budget)
+        if self._tuned(policy):
+            self.metrics.safety.labels(self.runner.pipeline).set(self.tuner.safety)
 
     def _tuned(self, policy: Policy) -> bool:
         """Whether this policy plans with the pipeline's SLO tuner (budget-greedy does)."""
@@ -446,8 +460,7 @@ class Gateway:
         try:
             outcome = await runner.run(query, req.messages, plan, decision_us, on_delta=on_delta)
         except PipelineFailed as exc:
-            self.metrics.requests.labels(req.pipeline, str(exc.status)).inc()
-            self._record(exc.trace)
+            self._account_failure(req.pipeline, exc)
             err = {
                 "error": {"message": str(exc), "code": "pipeline_failed", "inframind": exc.trace}
             }
@@ -456,6 +469,7 @@ class Gateway:
             return resp
         except Exception as exc:  # an engine error after text was streamed
             self.metrics.requests.labels(req.pipeline, "502").inc()
+            self._observe(met_budget=False)
             err = {"error": {"message": f"the answer broke off: {exc}", "code": "stream_broken"}}
             await resp.write(f"data: {json.dumps(err)}\n\n".encode())
             await resp.write(b"data: [DONE]\n\n")
@@ -520,5 +534,9 @@ def create_app(gateway: Gateway) -> web.Application:
     app.router.add_get("/readyz", gateway.readyz)
     app.router.add_get("/metrics", gateway.metrics_page)
     document = openapi_document()
-    app.router.add_get("/openapi.json", lambda _: web.json_response(document))
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(document)
+
+    app.router.add_get("/openapi.json", openapi)
     return app
