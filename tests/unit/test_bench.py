@@ -175,7 +175,7 @@ def test_budget_greedy_takes_a_safety_and_a_bad_one_says_what_to_fix():
 def test_headroom_scenario_sweeps_budget_greedys_safety_beside_the_learned_policy():
     scenario = sc.build_scenario("headroom")
     assert {c.task for c in scenario.cells} == {sc.MIXED}
-    assert [c.load_rpm for c in scenario.cells] == [10.0, 30.0, 100.0]
+    assert sorted({c.load_rpm for c in scenario.cells}) == [10.0, 30.0, 100.0]
     fixed = [p for p in scenario.policies if p == "budget-greedy" or ":safety=" in p]
     safeties = {sc.resolve_policy(p).safety for p in fixed}
     assert {0.3, 0.7, 1.0} <= safeties and len(safeties) == len(fixed)
@@ -263,6 +263,61 @@ def test_a_pool_of_workers_gives_the_same_numbers_as_one_process():
     one = sc.run_scenario(scenario, workers=1, progress=False)
     two = sc.run_scenario(scenario, workers=2, progress=False)
     assert [o.summary for o in one] == [o.summary for o in two]
+
+
+def test_seeds_multiply_the_cells_and_headroom_runs_five_by_default():
+    headroom = sc.build_scenario("headroom")
+    assert sorted({c.seed for c in headroom.cells}) == [0, 1, 2, 3, 4]
+    assert len(headroom.cells) == 5 * len(sc.HEADROOM_LOADS)
+    paper = sc.build_scenario("paper", Overrides(seed=7, seeds=2))
+    assert sorted({c.seed for c in paper.cells}) == [7, 8]
+    with pytest.raises(BenchError, match="--seeds"):
+        sc.build_scenario("paper", Overrides(seeds=0))
+
+
+def test_over_seeds_pairs_every_policy_with_the_reference_on_the_same_seeds():
+    scenario = sc.build_scenario(
+        "smoke",
+        Overrides(
+            duration_s=240.0,
+            loads=(30.0,),
+            seeds=3,
+            policies=("budget-greedy", "budget-greedy:safety=0.3", "single-best"),
+        ),
+    )
+    rows = report.build_rows(sc.run_scenario(scenario, workers=1, progress=False))
+    pooled = {r["policy"]: r for r in report.over_seeds(rows, "budget-greedy")}
+    assert set(pooled) == set(scenario.policies) and pooled["single-best"]["seeds"] == [0, 1, 2]
+    by = {(r["policy"], r["seed"]): r for r in rows}
+    diffs = [
+        100 * (by["single-best", s]["accuracy"] - by["budget-greedy", s]["accuracy"])
+        for s in range(3)
+    ]
+    single = pooled["single-best"]
+    assert single["accuracy_delta_pp_vs_budget-greedy"] == pytest.approx(np.mean(diffs), abs=1e-3)
+    want_se = np.std(diffs, ddof=1) / math.sqrt(3)
+    assert single["accuracy_delta_pp_vs_budget-greedy_se"] == pytest.approx(want_se, abs=1e-3)
+    mean_acc = np.mean([by["single-best", s]["accuracy"] for s in range(3)])
+    assert single["accuracy"] == pytest.approx(mean_acc)
+    assert pooled["budget-greedy"]["accuracy_delta_pp_vs_budget-greedy"] == 0.0
+    # The seeds differ, so the runs do: the pooling is over distinct workloads.
+    assert len({by["budget-greedy", s]["accuracy"] for s in range(3)}) > 1
+
+
+def test_a_multi_seed_bench_prints_means_and_paired_differences(tmp_path: Path, capsys):
+    from inframind.cli import main
+
+    policies = "budget-greedy,single-best"
+    args = ["bench", "--scenario", "smoke", "--duration", "120", "--seeds", "2",
+            "--policies", policies, "--out", str(tmp_path), "--no-plots"]  # fmt: skip
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "mean over seeds 0-1" in out and "acc - budget-greedy pp" in out
+    doc = json.loads((tmp_path / "bench.json").read_text())
+    assert len(doc["scenarios"]) == 4  # raw rows: 2 seeds x 2 policies
+    run = doc["meta"]["runs"]["smoke"]
+    assert run["seeds"] == [0, 1] and run["paired_reference"] == "budget-greedy"
+    assert {r["policy"] for r in run["over_seeds"]} == {"budget-greedy", "single-best"}
 
 
 def test_smoke_scenario_end_to_end_through_the_cli(tmp_path: Path):

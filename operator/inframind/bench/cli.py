@@ -35,6 +35,13 @@ def register(sub: Any) -> None:
         "--requests", type=int, default=100, help="gateway scenario: calls per path (sequential)"
     )
     p.add_argument("--seed", type=int, default=None, help="workload seed shared by all policies")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=None,
+        help="run every cell with this many consecutive seeds; tables then show means and "
+        "each policy's paired difference to the learned one (default 5 for headroom, else 1)",
+    )
     p.add_argument("--load-rpm", default=None, help="comma-separated loads, e.g. 10,100")
     p.add_argument("--arrival", default=None, help="poisson | bursty | diurnal (all cells)")
     p.add_argument("--duration", type=float, default=None, help="simulated seconds per run")
@@ -59,6 +66,7 @@ def _overrides(args: argparse.Namespace) -> Overrides:
         duration_s=args.duration,
         policies=sc.parse_policies(args.policies) if args.policies else None,
         budget=args.budget,
+        seeds=args.seeds,
     )
 
 
@@ -97,7 +105,12 @@ def run(args: argparse.Namespace) -> int:
     from . import report
 
     rows = report.build_rows(outcomes)
-    report.render_tables(rows, console)
+    seeds = sorted({c.seed for c in scenario.cells})
+    shown, reference = rows, None
+    if len(seeds) > 1:
+        reference = report.paired_reference(scenario.policies)
+        shown = report.over_seeds(rows, reference)
+    report.render_tables(shown, console, reference)
 
     speed = report.speed_summary(outcomes)
     hour = report.hour_at_load(outcomes, "moa", 100.0)
@@ -125,6 +138,7 @@ def run(args: argparse.Namespace) -> int:
         "policies": list(scenario.policies),
         "cells": len(scenario.cells),
         "seed": scenario.cells[0].seed,
+        "seeds": seeds,
         "duration_s": scenario.cells[0].duration_s,
         "budget": scenario.cells[0].budget,
         "baselines": list(sc.BASELINES),
@@ -137,10 +151,13 @@ def run(args: argparse.Namespace) -> int:
     }
     out: Path = args.out
     path = out / "bench.json"
+    if reference is not None:
+        meta["paired_reference"] = reference
+        meta["over_seeds"] = shown  # per (cell, policy): means and paired differences
     report.write_json(rows, meta, path, scenario.name)
     console.print(f"wrote {path}")
     if not args.no_plots:
-        for png in report.write_plots(outcomes, rows, out, scenario.name):
+        for png in report.write_plots(outcomes, shown, out, scenario.name):
             console.print(f"wrote {png}")
     return 0
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from ..policy.heuristics import BudgetGreedy, make_heuristic
-from .scenarios import BASELINES, REFERENCE, Cell, RunOutcome
+from .scenarios import BASELINES, LEARNED, REFERENCE, Cell, RunOutcome
 
 # Summary metrics every row carries (from SimResult.summary()).
 METRICS: tuple[str, ...] = (
@@ -71,6 +71,57 @@ def build_rows(outcomes: Iterable[RunOutcome]) -> list[dict[str, Any]]:
     return rows
 
 
+def paired_reference(policies: Sequence[str]) -> str:
+    """The policy others are compared with seed by seed: the learned one if it ran."""
+    return LEARNED if LEARNED in policies else policies[0]
+
+
+def over_seeds(rows: Sequence[dict[str, Any]], reference: str) -> list[dict[str, Any]]:
+    """Rows of a multi-seed run pooled per (cell, policy): metrics averaged over the seeds,
+    and each policy's accuracy and SLO minus the reference's on the same seed (paired:
+    same arrivals, budgets and query difficulties), as a mean and its standard error in
+    percentage points. A policy ahead of the reference has a positive difference."""
+    groups: dict[tuple[Any, ...], dict[str, list[dict[str, Any]]]] = defaultdict(
+        lambda: defaultdict(list)
+    )
+    for r in rows:
+        groups[(r["scenario"], r["task"], r["load_rpm"], r["arrival"])][r["policy"]].append(r)
+    pooled: list[dict[str, Any]] = []
+    for by_policy in groups.values():
+        ref = {r["seed"]: r for r in by_policy.get(reference, [])}
+        cell_rows = []
+        for runs in by_policy.values():
+            row = {k: v for k, v in runs[0].items() if k not in METRICS}
+            for m in METRICS:
+                values = [r[m] for r in runs if r[m] is not None]
+                row[m] = sum(values) / len(values) if len(values) == len(runs) else None
+            row.update(seeds=sorted(r["seed"] for r in runs),
+                       queries=sum(r["queries"] for r in runs))  # fmt: skip
+            for m, key in (("accuracy", "accuracy"), ("slo_compliance", "slo")):
+                diffs = [
+                    100 * (r[m] - ref[r["seed"]][m])
+                    for r in runs
+                    if r["seed"] in ref and r[m] is not None and ref[r["seed"]][m] is not None
+                ]
+                mean, se = _mean_se(diffs)
+                row[f"{key}_delta_pp_vs_{reference}"] = mean
+                row[f"{key}_delta_pp_vs_{reference}_se"] = se
+            cell_rows.append(row)
+        _add_ratios(cell_rows)
+        pooled.extend(cell_rows)
+    return pooled
+
+
+def _mean_se(values: Sequence[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return round(mean, 3), None
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return round(mean, 3), round(math.sqrt(var / len(values)), 3)
+
+
 def _add_ratios(rows: list[dict[str, Any]]) -> None:
     ref = next((r for r in rows if r["policy"] == REFERENCE), None)
     baselines = [r for r in rows if r["policy"] in BASELINES]
@@ -106,8 +157,13 @@ def _fmt(value: Any, spec: str, suffix: str = "") -> str:
     return "-" if value is None else f"{value:{spec}}{suffix}"
 
 
-def render_tables(rows: Sequence[dict[str, Any]], console: Any) -> None:
-    """One rich table per cell; the best accuracy, latency and SLO of a cell in bold."""
+def render_tables(
+    rows: Sequence[dict[str, Any]], console: Any, reference: str | None = None
+) -> None:
+    """One rich table per cell; the best accuracy, latency and SLO of a cell in bold.
+
+    Rows pooled over seeds (`over_seeds`) show means, and two more columns: accuracy and
+    SLO minus the `reference` policy's on the same seeds, mean ± standard error."""
     from rich.table import Table
 
     cells: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
@@ -116,25 +172,17 @@ def render_tables(rows: Sequence[dict[str, Any]], console: Any) -> None:
     for (scenario, task, load, arrival), cell_rows in cells.items():
         title = f"{scenario} · {task} · {load:g} req/min · {arrival}"
         n = cell_rows[0]["queries"]
+        seeds = cell_rows[0].get("seeds")
+        which = (
+            f"mean over seeds {seeds[0]}-{seeds[-1]}"
+            if seeds and len(seeds) > 1
+            else f"seed {cell_rows[0]['seed']}"
+        )
         caption = (
-            f"{n} queries, seed {cell_rows[0]['seed']}, budget {cell_rows[0]['budget']}; "
+            f"{n} queries, {which}, budget {cell_rows[0]['budget']}; "
             f"best baseline by accuracy: {cell_rows[0]['best_baseline'] or '-'}"
         )
-        table = Table(title=title, caption=caption, title_justify="left")
-        for name, justify in (
-            ("policy", "left"),
-            ("acc", "right"),
-            ("mean s", "right"),
-            ("p95 s", "right"),
-            ("p99 s", "right"),
-            ("SLO", "right"),
-            ("tok/q", "right"),
-            ("calls/q", "right"),
-            (f"faster than {REFERENCE}", "right"),
-            ("Δacc pp", "right"),
-            ("ΔSLO pp", "right"),
-        ):
-            table.add_column(name, justify=justify)
+        paired = reference is not None and f"accuracy_delta_pp_vs_{reference}" in cell_rows[0]
         best = {
             "accuracy": _best(cell_rows, "accuracy"),
             "latency_mean_s": _best(cell_rows, "latency_mean_s", lower=True),
@@ -144,22 +192,52 @@ def render_tables(rows: Sequence[dict[str, Any]], console: Any) -> None:
         def mark(r: dict[str, Any], key: str, text: str, _best: dict = best) -> str:
             return f"[bold]{text}[/bold]" if _best[key] is r else text
 
-        for r in cell_rows:
-            table.add_row(
-                r["policy"],
-                mark(r, "accuracy", _fmt(_pct(r["accuracy"]), ".1f", "%")),
-                mark(r, "latency_mean_s", _fmt(r["latency_mean_s"], ".2f")),
-                _fmt(r["latency_p95_s"], ".2f"),
-                _fmt(r["latency_p99_s"], ".2f"),
-                mark(r, "slo_compliance", _fmt(_pct(r["slo_compliance"]), ".1f", "%")),
-                _fmt(r["tokens_per_query"], ".0f"),
-                _fmt(r["calls_per_query"], ".2f"),
-                _ratio(r[f"speedup_vs_{REFERENCE}"]),
-                _fmt(r["accuracy_delta_pp_vs_best_baseline"], "+.1f"),
-                _fmt(r["slo_delta_pp_vs_best_baseline"], "+.1f"),
-            )
+        slo_digits = ".2f" if paired else ".1f"  # paired differences are hundredths
+        columns: list[tuple[str, list[str]]] = [
+            ("policy", [r["policy"] for r in cell_rows]),
+            ("acc", [mark(r, "accuracy", _fmt(_pct(r["accuracy"]), ".1f", "%"))
+                     for r in cell_rows]),
+            ("mean s", [mark(r, "latency_mean_s", _fmt(r["latency_mean_s"], ".2f"))
+                        for r in cell_rows]),
+            ("p95 s", [_fmt(r["latency_p95_s"], ".2f") for r in cell_rows]),
+            ("p99 s", [_fmt(r["latency_p99_s"], ".2f") for r in cell_rows]),
+            ("SLO", [mark(r, "slo_compliance", _fmt(_pct(r["slo_compliance"]), slo_digits, "%"))
+                     for r in cell_rows]),
+            ("tok/q", [_fmt(r["tokens_per_query"], ".0f") for r in cell_rows]),
+            ("calls/q", [_fmt(r["calls_per_query"], ".2f") for r in cell_rows]),
+            (f"faster than {REFERENCE}", [_ratio(r[f"speedup_vs_{REFERENCE}"])
+                                          for r in cell_rows]),
+            ("Δacc pp", [_fmt(r["accuracy_delta_pp_vs_best_baseline"], "+.1f")
+                         for r in cell_rows]),
+            ("ΔSLO pp", [_fmt(r["slo_delta_pp_vs_best_baseline"], "+.1f") for r in cell_rows]),
+        ]  # fmt: skip
+        if paired:
+            for key, name in (("accuracy", "acc"), ("slo", "SLO")):
+                mean, se = f"{key}_delta_pp_vs_{reference}", f"{key}_delta_pp_vs_{reference}_se"
+                columns.append(
+                    (
+                        f"{name} - {reference} pp",
+                        [
+                            "(reference)" if r["policy"] == reference else _pm(r[mean], r[se])
+                            for r in cell_rows
+                        ],
+                    )
+                )
+        table = Table(title=title, caption=caption, title_justify="left")
+        # A column with nothing in it (no baseline ran, say) is left out.
+        columns = [(name, cells) for name, cells in columns if any(c != "-" for c in cells)]
+        for i, (name, _) in enumerate(columns):
+            table.add_column(name, justify="left" if i == 0 else "right")
+        for row_cells in zip(*(cells for _, cells in columns), strict=True):
+            table.add_row(*row_cells)
         console.print(table)
         console.print()
+
+
+def _pm(mean: float | None, se: float | None) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:+.2f}" if se is None else f"{mean:+.2f}±{se:.2f}"
 
 
 def _ratio(value: float | None) -> str:
