@@ -300,6 +300,12 @@ def test_over_seeds_pairs_every_policy_with_the_reference_on_the_same_seeds():
     mean_acc = np.mean([by["single-best", s]["accuracy"] for s in range(3)])
     assert single["accuracy"] == pytest.approx(mean_acc)
     assert pooled["budget-greedy"]["accuracy_delta_pp_vs_budget-greedy"] == 0.0
+    # Counts are totals over the seeds' runs, not the first seed's.
+    runs = [by["single-best", s] for s in range(3)]
+    assert single["queries"] == sum(r["queries"] for r in runs) and "seed" not in single
+    assert sum(single["calls_by_pool"].values()) == sum(
+        sum(r["calls_by_pool"].values()) for r in runs
+    )
     # The seeds differ, so the runs do: the pooling is over distinct workloads.
     assert len({by["budget-greedy", s]["accuracy"] for s in range(3)}) > 1
 

@@ -91,12 +91,19 @@ def over_seeds(rows: Sequence[dict[str, Any]], reference: str) -> list[dict[str,
         ref = {r["seed"]: r for r in by_policy.get(reference, [])}
         cell_rows = []
         for runs in by_policy.values():
-            row = {k: v for k, v in runs[0].items() if k not in METRICS}
+            row = {k: v for k, v in runs[0].items() if k not in (*METRICS, "seed")}
             for m in METRICS:
                 values = [r[m] for r in runs if r[m] is not None]
                 row[m] = sum(values) / len(values) if len(values) == len(runs) else None
-            row.update(seeds=sorted(r["seed"] for r in runs),
-                       queries=sum(r["queries"] for r in runs))  # fmt: skip
+            row["seeds"] = sorted(r["seed"] for r in runs)
+            for total in ("queries", "events", "sim_wall_s"):  # over all the seeds' runs
+                row[total] = sum(r[total] for r in runs)
+            for counts in ("calls_by_pool", "depth_mix", "topology_mix"):
+                merged: dict[str, int] = defaultdict(int)
+                for r in runs:
+                    for key, n in r[counts].items():
+                        merged[key] += n
+                row[counts] = dict(merged)
             for m, key in (("accuracy", "accuracy"), ("slo_compliance", "slo")):
                 diffs = [
                     100 * (r[m] - ref[r["seed"]][m])
@@ -173,11 +180,10 @@ def render_tables(
         title = f"{scenario} · {task} · {load:g} req/min · {arrival}"
         n = cell_rows[0]["queries"]
         seeds = cell_rows[0].get("seeds")
-        which = (
-            f"mean over seeds {seeds[0]}-{seeds[-1]}"
-            if seeds and len(seeds) > 1
-            else f"seed {cell_rows[0]['seed']}"
-        )
+        if seeds:  # pooled over seeds
+            which = f"mean over seeds {seeds[0]}-{seeds[-1]}"
+        else:
+            which = f"seed {cell_rows[0]['seed']}"
         caption = (
             f"{n} queries, {which}, budget {cell_rows[0]['budget']}; "
             f"best baseline by accuracy: {cell_rows[0]['best_baseline'] or '-'}"
