@@ -71,6 +71,11 @@ def build_rows(outcomes: Iterable[RunOutcome]) -> list[dict[str, Any]]:
     return rows
 
 
+def _cell_key(row: dict[str, Any]) -> tuple[Any, ...]:
+    """What a table shows one of, and pools seeds within: scenario, task, load, arrival."""
+    return row["scenario"], row["task"], row["load_rpm"], row["arrival"]
+
+
 def paired_reference(policies: Sequence[str]) -> str:
     """The policy others are compared with seed by seed: the learned one if it ran."""
     return LEARNED if LEARNED in policies else policies[0]
@@ -85,7 +90,7 @@ def over_seeds(rows: Sequence[dict[str, Any]], reference: str) -> list[dict[str,
         lambda: defaultdict(list)
     )
     for r in rows:
-        groups[(r["scenario"], r["task"], r["load_rpm"], r["arrival"])][r["policy"]].append(r)
+        groups[_cell_key(r)][r["policy"]].append(r)
     pooled: list[dict[str, Any]] = []
     for by_policy in groups.values():
         ref = {r["seed"]: r for r in by_policy.get(reference, [])}
@@ -175,7 +180,7 @@ def render_tables(
 
     cells: dict[tuple[Any, ...], list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        cells[(r["scenario"], r["task"], r["load_rpm"], r["arrival"])].append(r)
+        cells[_cell_key(r)].append(r)
     for (scenario, task, load, arrival), cell_rows in cells.items():
         title = f"{scenario} · {task} · {load:g} req/min · {arrival}"
         n = cell_rows[0]["queries"]
