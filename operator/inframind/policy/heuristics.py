@@ -196,7 +196,7 @@ class SafetyTuner:
         self.aim = margin * (1.0 - target)
         self.high, self.low, self.step = high, low, step
         self.safety = high
-        self.missed = 0  # misses seen, for status and tests
+        self.missed = 0  # misses seen (only the tests read it)
 
     def observe(self, met_budget: bool) -> float:
         """Account one finished query; returns the safety to plan the next ones with."""
