@@ -368,24 +368,18 @@ async def test_consecutive_calls_to_an_engine_share_one_connection(engines):
     """The gateway reads each streamed answer to its end, so the keep-alive connection goes
     back to the pool: a new TCP connection per call would cost vLLM's API server an accept
     and the gateway a connect for every agent step."""
-    import aiohttp
-
     from inframind.orchestrator.engine import build_request, chat
+    from inframind.orchestrator.wire import EngineClient
 
-    created = 0
-
-    async def on_create(*_: object) -> None:
-        nonlocal created
-        created += 1
-
-    tracing = aiohttp.TraceConfig()
-    tracing.on_connection_create_end.append(on_create)
     url = engines["alpha"].url
     body = build_request("alpha", [{"role": "user", "content": "Say hi."}], 8, priority=None)
-    async with aiohttp.ClientSession(trace_configs=[tracing]) as session:
-        answers = [await chat(session, url, body, timeout_s=60) for _ in range(4)]
+    client = EngineClient()
+    try:
+        answers = [await chat(client, url, body, timeout_s=60) for _ in range(4)]
+    finally:
+        client.close()
     assert all(a.completion_tokens > 0 for a in answers)
-    assert created == 1, f"{created} connections for 4 consecutive calls"
+    assert client.connects == 1, f"{client.connects} connections for 4 consecutive calls"
 
 
 async def test_a_step_about_to_miss_its_deadline_is_rescued_elsewhere(engines, gateway):

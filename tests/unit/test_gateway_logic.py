@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from contextlib import closing
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from inframind.api.pipeline import Budget, PolicySource
 from inframind.gateway.app import Gateway, create_app
 from inframind.orchestrator.runner import Outcome, QueryTrace, combine, fit_context, infer_task
 from inframind.orchestrator.scheduler import admit
+from inframind.orchestrator.wire import EngineClient
 from inframind.policy.heuristics import BudgetGreedy
 from inframind.policy.plans import build_plan
 from inframind.policy.types import ClusterSnapshot, PoolLoad, PoolProfile, Query, StepContext
@@ -314,9 +316,11 @@ async def test_an_answer_that_breaks_off_mid_stream_is_retryable_not_a_crash():
 
     runner, url = await _loopback_server("POST", "/v1/chat/completions", dying_engine)
     try:
-        async with ClientSession() as session:
-            with pytest.raises(EngineUnavailable, match="broke off"):
-                await chat(session, url, {"model": "m", "messages": []}, timeout_s=10)
+        with (
+            closing(EngineClient()) as engines,
+            pytest.raises(EngineUnavailable, match="broke off"),
+        ):
+            await chat(engines, url, {"model": "m", "messages": []}, timeout_s=10)
     finally:
         await runner.cleanup()
 
@@ -336,8 +340,8 @@ async def test_a_connection_the_engine_dropped_before_answering_is_retried_once(
 
     runner, url = await _loopback_server("POST", "/v1/chat/completions", flaky_engine)
     try:
-        async with ClientSession() as session:
-            result = await chat(session, url, {"model": "m", "messages": []}, timeout_s=10)
+        with closing(EngineClient()) as engines:
+            result = await chat(engines, url, {"model": "m", "messages": []}, timeout_s=10)
         assert result.text == "4" and calls == 2
     finally:
         await runner.cleanup()
@@ -356,8 +360,8 @@ async def test_time_to_first_token_counts_a_token_that_has_no_text_yet():
 
     runner, url = await _loopback_server("POST", "/v1/chat/completions", slow_text_engine)
     try:
-        async with ClientSession() as session:
-            result = await chat(session, url, {"model": "m", "messages": []}, timeout_s=10)
+        with closing(EngineClient()) as engines:
+            result = await chat(engines, url, {"model": "m", "messages": []}, timeout_s=10)
     finally:
         await runner.cleanup()
     assert result.text == "4"
@@ -385,8 +389,8 @@ async def test_a_connection_reset_while_sending_the_request_is_retried_once():
     )
     long_prompt = [{"role": "user", "content": "x" * 8_000_000}]  # still sending at the RST
     try:
-        async with ClientSession() as session:
-            result = await chat(session, url, {"model": "m", "messages": long_prompt}, 10)
+        with closing(EngineClient()) as engines:
+            result = await chat(engines, url, {"model": "m", "messages": long_prompt}, 10)
         assert result.text == "4" and calls == 2
     finally:
         await runner.cleanup()
@@ -404,9 +408,9 @@ async def test_a_whole_answer_is_asked_for_in_one_piece_after_its_first_token():
     runner, url = await _loopback_server("POST", "/v1/chat/completions", engine)
     body = {"model": "m", "messages": [], "max_tokens": 300}
     try:
-        async with ClientSession() as session:
-            await chat(session, url, body, timeout_s=10)
-            async for _ in chat_stream(session, url, body, timeout_s=10):
+        with closing(EngineClient()) as engines:
+            await chat(engines, url, body, timeout_s=10)
+            async for _ in chat_stream(engines, url, body, timeout_s=10):
                 pass
     finally:
         await runner.cleanup()
@@ -480,8 +484,8 @@ async def test_a_call_that_outruns_its_budget_on_a_live_engine_leaves_it_in_rout
                 pools=[PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])],
             )
         )
-        async with ClientSession() as session:
-            pipeline = Runner("p", session, view, BudgetGreedy())
+        with closing(EngineClient()) as engines:
+            pipeline = Runner("p", engines, view, BudgetGreedy())
             query = Query(id=1, task=TaskFamily.MATH, budget_s=0.5, arrival_s=time.time())
             plan = build_plan(Topology.SINGLE)
             with pytest.raises(PipelineFailed, match="not finished within"):

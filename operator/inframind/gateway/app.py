@@ -29,6 +29,7 @@ from ..api.config import PipelineConfig
 from ..orchestrator.runner import Outcome, PipelineFailed, Runner, StepTrace, infer_task
 from ..orchestrator.scheduler import admit
 from ..orchestrator.slots import SlotQueue
+from ..orchestrator.wire import EngineClient
 from ..policy.base import Limits, Policy
 from ..policy.heuristics import BudgetGreedy, SafetyTuner
 from ..policy.runtime import load_policy
@@ -90,7 +91,8 @@ class Gateway:
         self.trace_log = trace_log
         self._traces: deque[str] = deque(maxlen=10_000)
         self._mtime: float | None = None
-        self._session: aiohttp.ClientSession | None = None
+        self._session: aiohttp.ClientSession | None = None  # scrapes; engine calls: _engines
+        self._engines = EngineClient()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._pending_config = config
@@ -125,6 +127,7 @@ class Gateway:
         self._flush_traces()
         if self._session is not None:
             await self._session.close()
+        self._engines.close()
 
     async def _background(self) -> None:
         while not self._stop.is_set():
@@ -177,10 +180,9 @@ class Gateway:
         if warning:
             log.warning("pipeline %s: %s", config.pipeline, warning)
         self.view.configure(config)
-        assert self._session is not None
         self.runner = Runner(
             config.pipeline,
-            self._session,
+            self._engines,
             self.view,
             policy,
             on_step=self._step,

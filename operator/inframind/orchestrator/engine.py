@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
+import httptools
+
+from .wire import BrokeOff, EngineClient, Response
 
 
 class EngineError(Exception):
@@ -73,10 +75,10 @@ def build_request(
     return body
 
 
-async def _raise_for(resp: aiohttp.ClientResponse, endpoint: str) -> None:
+async def _raise_for(resp: Response, endpoint: str, deadline: float) -> None:
     if resp.status < 400:
         return
-    text = (await resp.text())[:500]
+    text = (await resp.read(deadline))[:500].decode("utf-8", "replace")
     try:
         text = json.loads(text).get("error", {}).get("message", text)
     except (ValueError, AttributeError):
@@ -87,7 +89,7 @@ async def _raise_for(resp: aiohttp.ClientResponse, endpoint: str) -> None:
 
 
 async def chat(
-    session: aiohttp.ClientSession,
+    client: EngineClient,
     endpoint: str,
     body: dict[str, Any],
     timeout_s: float,
@@ -106,43 +108,15 @@ async def chat(
     # CPUs the engines need. Servers without the field ignore it.
     body = {**body, "stream_interval": max(1, int(body.get("max_tokens") or 1))}
     result: CallResult | None = None
-    async for item in chat_stream(session, endpoint, body, timeout_s, start_timeout_s):
+    async for item in chat_stream(client, endpoint, body, timeout_s, start_timeout_s):
         if isinstance(item, CallResult):
             result = item
     assert result is not None  # chat_stream always ends with one
     return result
 
 
-async def _post_stream(
-    session: aiohttp.ClientSession, endpoint: str, body: dict[str, Any], total: float
-) -> aiohttp.ClientResponse:
-    """POST the streamed call and return once the engine sends headers.
-
-    A pooled keep-alive connection that the engine closed while it sat idle fails at once,
-    before the engine saw a whole request: "Server disconnected", or "Can not write request
-    body" (an OS error while sending). That is retried once on a new connection here (the
-    killed-engine e2e test and the demo lost calls to both), rather than marking a healthy
-    engine failed. A refused connection is not retried: nothing stale about it.
-    """
-    payload = {**body, "stream": True, "stream_options": {"include_usage": True}}
-
-    def post() -> Any:
-        return session.post(
-            f"{endpoint}/v1/chat/completions",
-            json=payload,
-            timeout=aiohttp.ClientTimeout(total=total),
-        )
-
-    try:
-        return await post()
-    except aiohttp.ClientConnectorError:
-        raise
-    except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
-        return await post()  # once more; a second failure is the engine's
-
-
 async def chat_stream(
-    session: aiohttp.ClientSession,
+    client: EngineClient,
     endpoint: str,
     body: dict[str, Any],
     timeout_s: float,
@@ -160,35 +134,42 @@ async def chat_stream(
     finish: str | None = None
     total = max(timeout_s, 0.05)
     start_limit = total if start_timeout_s is None else min(start_timeout_s, total)
+    deadline = asyncio.get_running_loop().time() + total
+    payload = json.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
     accepted = done = False
+    resp: Response | None = None
     try:
         try:
             # Only the wait for headers sits under this timeout: no yield inside it.
             async with asyncio.timeout(start_limit):
-                resp = await _post_stream(session, endpoint, body, total)
+                resp = await client.post(endpoint, "/v1/chat/completions", payload.encode())
         except TimeoutError as exc:
             if start_limit >= total:  # the step's whole time ran out first
                 raise EngineUnavailable(endpoint, f"no answer within {timeout_s:.2f} s") from exc
             raise EngineUnavailable(
                 endpoint, f"did not accept the call within {start_limit:.1f} s (hung?)"
             ) from exc
-        async with resp:
-            await _raise_for(resp, endpoint)
-            accepted = True
-            # Read to the end of the body even after [DONE] (vLLM's chunked terminator
-            # follows at once): a response left unread closes its connection instead of
-            # returning it to the pool, and every call then paid for a new connection.
-            async for raw in resp.content:
-                line = raw.decode("utf-8", "replace").strip()
-                if done or not line.startswith("data:"):
+        await _raise_for(resp, endpoint, deadline)
+        accepted = True
+        # Read to the end of the body even after [DONE] (vLLM's chunked terminator
+        # follows at once): a response left unread closes its connection instead of
+        # returning it to the pool, and every call then paid for a new connection.
+        pending = b""
+        while (data := await resp.next_chunk(deadline)) is not None:
+            if done:
+                continue
+            lines = (pending + data).split(b"\n")
+            pending = lines.pop()  # a line still arriving
+            for raw in lines:
+                if not raw.startswith(b"data:"):
                     continue
-                payload = line[5:].strip()
-                if payload == "[DONE]":
+                event = raw[5:].strip()
+                if event == b"[DONE]":
                     done = True
-                    continue
-                chunk = json.loads(payload)
+                    break
+                chunk = json.loads(event)
                 usage = chunk.get("usage") or usage
-                for choice in chunk.get("choices") or []:
+                for choice in chunk.get("choices") or ():
                     if ttft is None:
                         # vLLM sends its first chunk (the role) with the first token, which
                         # may decode to no text yet: that is when the engine took the call up.
@@ -198,9 +179,10 @@ async def chat_stream(
                     if delta:
                         parts.append(delta)
                         yield delta
-    except (aiohttp.ClientConnectionError, aiohttp.ServerDisconnectedError) as exc:
+    except BrokeOff as exc:
+        # The stream broke off mid-answer (an engine killed while streaming).
         if not done:
-            raise EngineUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
+            raise EngineUnavailable(endpoint, str(exc)) from exc
     except TimeoutError as exc:
         if done:
             pass  # the whole answer came ([DONE]); only the body's end was late
@@ -208,12 +190,14 @@ async def chat_stream(
             raise TooSlow(endpoint, f"not finished within {timeout_s:.2f} s") from exc
         else:
             raise EngineUnavailable(endpoint, f"no answer within {timeout_s:.2f} s") from exc
-    except aiohttp.ClientPayloadError as exc:
-        # The stream broke off mid-answer (an engine killed while streaming).
-        if not done:
-            raise EngineUnavailable(endpoint, f"the answer broke off: {exc}") from exc
-    except json.JSONDecodeError as exc:
+    except (OSError, httptools.HttpParserError) as exc:  # refused, reset, not HTTP
+        # After TimeoutError, which is an OSError too.
+        raise EngineUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise EngineUnavailable(endpoint, f"not an OpenAI stream: {exc}") from exc
+    finally:
+        if resp is not None:
+            resp.release()
     yield CallResult(
         endpoint=endpoint,
         text="".join(parts),

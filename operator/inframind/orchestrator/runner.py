@@ -21,8 +21,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-import aiohttp
-
 from ..policy.base import Policy
 from ..policy.estimate import latency_table
 from ..policy.types import (
@@ -48,6 +46,7 @@ from .engine import (
 )
 from .prompts import DEPTH_MAX_TOKENS, build_messages
 from .slots import SlotQueue
+from .wire import EngineClient
 
 log = logging.getLogger(__name__)
 
@@ -184,7 +183,7 @@ class Runner:
     def __init__(
         self,
         pipeline: str,
-        session: aiohttp.ClientSession,
+        client: EngineClient,
         view: Any,
         policy: Policy,
         max_tokens: dict[Depth, int] | None = None,
@@ -194,7 +193,7 @@ class Runner:
     ) -> None:
         self.pipeline = pipeline
         self.rescue = rescue
-        self.session = session
+        self.client = client
         self.view = view
         self.policy = policy
         self.max_tokens = max_tokens or DEPTH_MAX_TOKENS
@@ -363,14 +362,14 @@ class Runner:
                     start_timeout = max(START_TIMEOUT_S, START_TIMEOUT_SHARE * timeout)
                     step_trace.started_at = round(time.time(), 4)
                     if on_delta is None:
-                        first = chat(self.session, endpoint, body, timeout, start_timeout)
+                        first = chat(self.client, endpoint, body, timeout, start_timeout)
                         result = await self._rescued(
                             first, query, endpoint, slot_key, step_trace, body_for
                         )
                     else:
                         result = None
                         async for item in chat_stream(
-                            self.session, endpoint, body, timeout, start_timeout
+                            self.client, endpoint, body, timeout, start_timeout
                         ):
                             if isinstance(item, CallResult):
                                 result = item
@@ -494,7 +493,7 @@ class Runner:
         try:
             async with self._holding(url, slot_key, timeout):
                 timeout = max(query.deadline_s - time.time(), MIN_STEP_TIMEOUT_S)
-                result = await chat(self.session, url, body, timeout, timeout)
+                result = await chat(self.client, url, body, timeout, timeout)
         except EngineUnavailable as exc:
             self._failed(url, exc)
             raise

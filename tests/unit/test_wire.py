@@ -1,0 +1,144 @@
+"""The engine-call client: what it does with connections and with answers that go wrong.
+
+Real loopback servers (aiohttp, or a bare asyncio one where a server must misbehave in
+ways aiohttp will not) stand in for the engine's HTTP side; vLLM itself is in the e2e
+tests."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import closing
+
+import pytest
+from aiohttp import web
+
+from inframind.orchestrator import wire
+from inframind.orchestrator.engine import EngineRejected, EngineUnavailable, chat
+from inframind.orchestrator.wire import EngineClient
+from support.dataplane import serve_app
+
+pytestmark = pytest.mark.unit
+
+FOUR = {"choices": [{"delta": {"content": "4"}, "finish_reason": "stop"}]}
+USAGE = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 1}}
+ASK = {"model": "m", "messages": [{"role": "user", "content": "2+2?"}]}
+
+
+async def _engine(handler) -> tuple[web.AppRunner, str]:
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    return await serve_app(app)
+
+
+async def _answer(request: web.Request, *, close: bool = False) -> web.StreamResponse:
+    await request.read()
+    headers = {"Content-Type": "text/event-stream"}
+    if close:
+        headers["Connection"] = "close"
+    resp = web.StreamResponse(headers=headers)
+    await resp.prepare(request)
+    for chunk in (FOUR, USAGE):
+        await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
+async def test_consecutive_calls_share_a_connection_and_read_the_whole_answer():
+    runner, url = await _engine(_answer)
+    try:
+        with closing(EngineClient()) as client:
+            results = [await chat(client, url, ASK, timeout_s=5) for _ in range(3)]
+        assert [r.text for r in results] == ["4", "4", "4"]
+        assert results[0].prompt_tokens == 7 and results[0].finish_reason == "stop"
+        assert client.connects == 1
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_connection_the_server_closes_or_that_sat_idle_too_long_is_not_reused(
+    monkeypatch,
+):
+    async def closing_answer(request: web.Request) -> web.StreamResponse:
+        return await _answer(request, close=True)
+
+    runner, url = await _engine(closing_answer)
+    try:
+        with closing(EngineClient()) as client:
+            for _ in range(2):
+                assert (await chat(client, url, ASK, timeout_s=5)).text == "4"
+        assert client.connects == 2  # "Connection: close" was honoured, nothing failed
+    finally:
+        await runner.cleanup()
+
+    runner, url = await _engine(_answer)
+    monkeypatch.setattr(wire, "IDLE_S", 0.05)
+    try:
+        with closing(EngineClient()) as client:
+            await chat(client, url, ASK, timeout_s=5)
+            await asyncio.sleep(0.1)  # longer than a connection may sit idle
+            await chat(client, url, ASK, timeout_s=5)
+        assert client.connects == 2
+    finally:
+        await runner.cleanup()
+
+
+async def test_an_engine_that_refuses_or_errs_says_so_and_is_asked_once():
+    runner, url = await _engine(_answer)
+    await runner.cleanup()  # nothing listens there any more
+    with closing(EngineClient()) as client:
+        with pytest.raises(EngineUnavailable, match=r"ConnectionRefused|Connect call failed"):
+            await chat(client, url, ASK, timeout_s=5)
+        assert client.connects == 1  # a refusal is not a stale connection: no retry
+
+    async def erring(request: web.Request) -> web.Response:
+        status = 503 if (await request.json())["model"] == "busy" else 400
+        return web.json_response({"error": {"message": "max_tokens too large"}}, status=status)
+
+    runner, url = await _engine(erring)
+    try:
+        with closing(EngineClient()) as client:
+            with pytest.raises(EngineRejected, match="HTTP 400: max_tokens too large"):
+                await chat(client, url, ASK, timeout_s=5)
+            with pytest.raises(EngineUnavailable, match="HTTP 503"):
+                await chat(client, url, {**ASK, "model": "busy"}, timeout_s=5)
+            assert client.connects == 1  # an error answer was read whole: still reusable
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_server_that_does_not_speak_http_is_an_unavailable_engine():
+    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(100)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        with closing(EngineClient()) as client, pytest.raises(EngineUnavailable):
+            await chat(client, f"http://127.0.0.1:{port}", ASK, timeout_s=5)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_an_endpoint_with_a_path_prefix_is_called_under_it():
+    seen: list[str] = []
+
+    async def prefixed(request: web.Request) -> web.StreamResponse:
+        seen.append(request.path)
+        return await _answer(request)
+
+    app = web.Application()
+    app.router.add_post("/engines/a/v1/chat/completions", prefixed)
+    runner, url = await serve_app(app)
+    try:
+        with closing(EngineClient()) as client:
+            assert (await chat(client, f"{url}/engines/a/", ASK, timeout_s=5)).text == "4"
+        assert seen == ["/engines/a/v1/chat/completions"]
+        with closing(EngineClient()) as client, pytest.raises(ValueError, match="http"):
+            await client.post("ftp://127.0.0.1:1", "/x", b"{}")
+    finally:
+        await runner.cleanup()
