@@ -1,8 +1,8 @@
 """The overhead bench's reference paths answer like the upstream behind them.
 
 A floor that answered with errors, or from somewhere else, would be a fast and
-meaningless row in `make bench`; so the pass-through is checked against the
-instant upstream it forwards to, both on loopback.
+meaningless row in `make bench`; so both pass-throughs are checked against the
+instant upstream they forward to, all on loopback.
 """
 
 from __future__ import annotations
@@ -16,22 +16,36 @@ from support.dataplane import serve_app
 pytestmark = pytest.mark.integration
 
 
-async def test_pass_through_forwards_bodies_and_statuses_unchanged():
+@pytest.mark.parametrize("server", ["aiohttp", "raw"])
+async def test_pass_through_forwards_bodies_and_statuses_unchanged(server):
     upstream, up_url = await serve_app(instant.app())
-    proxy, proxy_url = await serve_app(passthrough.app(up_url))
+    if server == "aiohttp":
+        proxy, proxy_url = await serve_app(passthrough.app(up_url))
+        stop = proxy.cleanup
+    else:
+        raw = await passthrough.start_raw(up_url)
+        proxy_url = f"http://127.0.0.1:{raw.sockets[0].getsockname()[1]}"
+
+        async def stop() -> None:
+            raw.close()
+            await raw.wait_closed()
+
     body = {"model": instant.MODEL, "messages": [{"role": "user", "content": "hi"}]}
     try:
         async with aiohttp.ClientSession() as s:
             async with s.post(f"{up_url}/v1/chat/completions", json=body) as r:
                 direct = await r.json()
-            async with s.post(f"{proxy_url}/v1/chat/completions", json=body) as r:
-                assert r.status == 200
-                assert r.content_type == "application/json"
-                forwarded = await r.json()
+            for _ in range(2):  # the second over the kept-alive connection
+                async with s.post(f"{proxy_url}/v1/chat/completions", json=body) as r:
+                    assert r.status == 200
+                    assert r.content_type == "application/json"
+                    forwarded = await r.json()
             async with s.post(f"{proxy_url}/v1/chat/completions", data=b"not json") as r:
                 assert r.status >= 400  # the upstream's refusal, passed on
+            async with s.get(f"{proxy_url}/healthz") as r:
+                assert r.status == 200
     finally:
-        await proxy.cleanup()
+        await stop()
         await upstream.cleanup()
     forwarded.pop("created"), direct.pop("created")
     assert forwarded == direct

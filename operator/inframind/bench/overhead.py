@@ -2,9 +2,10 @@
 
 One real vLLM CPU engine; in front of it the InfraMind gateway (one pool,
 single-agent plans at Flash depth, so one call per request), `vllm-router`
-(PyPI, round robin over the same engine) and a bare aiohttp proxy
-(`bench.passthrough`: the floor of any gateway built like ours, its logic left
-out). The body the gateway sends is sent directly and through the two
+(PyPI, round robin over the same engine) and two proxies that decide nothing
+(`bench.passthrough`: one on aiohttp's server as the gateway is, the floor of a
+gateway built like ours; one on a bare asyncio protocol, the floor of a Python
+hop). The body the gateway sends is sent directly and through the two
 proxies, interleaved one at a time, so that all paths see the same engine
 state. Reported: per-call latency p50/p99 of each path and the difference to
 direct, plus the planner's mean decision time inside the gateway (policies
@@ -89,8 +90,9 @@ def run(requests: int = 100, workdir: Path | None = None) -> dict[str, Any]:
     return summary
 
 
-# A bare aiohttp proxy: the floor of any Python gateway built on aiohttp (passthrough.py).
-PASSTHROUGH = "aiohttp pass-through"
+# Proxies that decide nothing (passthrough.py): on aiohttp's server as the gateway is, and
+# on a bare asyncio protocol, the floor of any hop written in Python.
+PASSTHROUGHS = {"aiohttp": "pass-through (aiohttp)", "raw": "pass-through (asyncio)"}
 # Against the instant upstream a call takes about a millisecond, so many more fit.
 INSTANT_REQUESTS = 1000
 
@@ -125,12 +127,13 @@ def _measure(upstream: str, served_name: str, requests: int, workdir: Path) -> d
             procs.append(spawn(cmd, workdir / "router.log"))
             wait_for(lambda: _probe(f"http://127.0.0.1:{r_port}/v1/models"), 60, "vllm-router")
             targets["vllm-router"] = f"http://127.0.0.1:{r_port}/v1/chat/completions"
-        pt_port = free_port()
-        cmd = [sys.executable, "-m", "inframind.bench.passthrough",
-               "--port", str(pt_port), "--upstream", upstream]  # fmt: skip
-        procs.append(spawn(cmd, workdir / "passthrough.log"))
-        wait_for(lambda: _probe(f"http://127.0.0.1:{pt_port}/healthz"), 30, "pass-through")
-        targets[PASSTHROUGH] = f"http://127.0.0.1:{pt_port}/v1/chat/completions"
+        for server, name in PASSTHROUGHS.items():
+            pt_url = f"http://127.0.0.1:{free_port()}"
+            cmd = [sys.executable, "-m", "inframind.bench.passthrough", "--server", server,
+                   "--port", pt_url.rsplit(":", 1)[1], "--upstream", upstream]  # fmt: skip
+            procs.append(spawn(cmd, workdir / f"passthrough-{server}.log"))
+            wait_for(lambda u=pt_url: _probe(f"{u}/healthz"), 30, name)
+            targets[name] = f"{pt_url}/v1/chat/completions"
         targets["inframind"] = f"{gw_url}/v1/chat/completions"
 
         user = [{"role": "user", "content": "What is the capital of France?"}]
