@@ -12,10 +12,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from ..api.config import AdmissionClass
-from ..policy.estimate import latency_matrix
+from ..policy.estimate import latency_table
 from ..policy.types import ClusterSnapshot, Query
 
 
@@ -55,8 +53,8 @@ def admit(
     """Admit unless sheddable and the gateway is full, no pool can answer in time, or the
     cluster is busier than the query's priority class allows (thresholds the operator
     sets from Prometheus: under KV pressure, loose budgets are shed first)."""
-    lat = latency_matrix(snapshot, query)
-    fastest = float(np.min(lat)) if lat.size else math.inf
+    # Plain Python: a numpy array of a few rows cost more than the estimate itself.
+    fastest = min((min(row) for row in latency_table(snapshot, query)), default=math.inf)
     if not sheddable:
         return Admission(True, predicted_s=fastest)
     if inflight >= max_inflight:

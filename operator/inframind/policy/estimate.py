@@ -150,13 +150,6 @@ _UNAVAILABLE = (math.inf,) * len(DEPTHS)
 assert len(DEPTHS) == 3, "latency_table unrolls the depths"
 
 
-def latency_matrix(snapshot: ClusterSnapshot, query: Query) -> np.ndarray:
-    """`latency_table` as a [pools, depths] array (for admission control)."""
-    if not snapshot.profiles:
-        return np.empty((0, len(DEPTHS)))
-    return np.array(latency_table(snapshot, query))
-
-
 # Expected accuracy gain of a topology over its members, in probability points, at
 # members of 50 % (scaled down towards 0 % and 100 %). Priors from ACCURACY.md
 # Table 3 / section D: ensembles +1..+4 pp, debate +3..+8 pp, verification +0..+3 pp.
