@@ -533,13 +533,14 @@ def write_plots(
     outcomes: Sequence[RunOutcome], rows: Sequence[dict[str, Any]], out: Path, scenario: str
 ) -> list[Path]:
     out.mkdir(parents=True, exist_ok=True)
+    # A frontier needs a few settings of the knob (the headroom scenario has them). Its
+    # runs are variations of one policy on one workload, where the other plots say nothing
+    # the frontier does not.
+    if len({_safety(r["policy"]) for r in rows} - {None}) >= 3:
+        return [plot_accuracy_vs_slo(rows, out / f"{scenario}-accuracy-vs-slo.png")]
     top_load = max(o.cell.load_rpm for o in outcomes)
-    paths = [
+    return [
         plot_slo_vs_load(rows, out / f"{scenario}-slo-vs-load.png"),
         plot_latency_cdf(outcomes, out / f"{scenario}-latency-cdf.png", top_load),
         plot_accuracy_vs_latency(rows, out / f"{scenario}-accuracy-vs-latency.png"),
     ]
-    # A frontier needs a few settings of the knob (the headroom scenario has them).
-    if len({_safety(r["policy"]) for r in rows} - {None}) >= 3:
-        paths.append(plot_accuracy_vs_slo(rows, out / f"{scenario}-accuracy-vs-slo.png"))
-    return paths
