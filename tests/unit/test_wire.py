@@ -142,3 +142,42 @@ async def test_an_endpoint_with_a_path_prefix_is_called_under_it():
             await client.post("ftp://127.0.0.1:1", "/x", b"{}")
     finally:
         await runner.cleanup()
+
+
+async def test_an_https_endpoint_is_verified_against_the_trusted_certificates(
+    tmp_path, monkeypatch
+):
+    """TLS with the system's trust store (SSL_CERT_FILE honoured, as for aiohttp before):
+    a certificate it trusts answers; one it does not is an unavailable engine, not a
+    silently unverified call."""
+    import shutil
+    import ssl
+    import subprocess
+
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl binary to make a certificate")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-keyout", str(key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+         "-addext", "subjectAltName=IP:127.0.0.1"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", _answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
+    await site.start()
+    url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    try:
+        with closing(EngineClient()) as client, pytest.raises(EngineUnavailable, match="CERT"):
+            await chat(client, url, ASK, timeout_s=5)
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        with closing(EngineClient()) as client:
+            results = [await chat(client, url, ASK, timeout_s=5) for _ in range(2)]
+        assert [r.text for r in results] == ["4", "4"] and client.connects == 1
+    finally:
+        await runner.cleanup()
