@@ -181,3 +181,20 @@ async def test_an_https_endpoint_is_verified_against_the_trusted_certificates(
         assert [r.text for r in results] == ["4", "4"] and client.connects == 1
     finally:
         await runner.cleanup()
+
+
+async def test_bytes_that_are_not_utf8_in_an_answer_become_replacement_characters():
+    async def latin1(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await resp.prepare(request)
+        await resp.write(b'data: {"choices":[{"delta":{"content":"caf\xe9"}}]}\n\n')
+        await resp.write(b"data: [DONE]\n\n")
+        return resp
+
+    runner, url = await _engine(latin1)
+    try:
+        with closing(EngineClient()) as client:
+            assert (await chat(client, url, ASK, timeout_s=5)).text == "caf\ufffd"
+    finally:
+        await runner.cleanup()

@@ -167,7 +167,8 @@ async def chat_stream(
                 if event == b"[DONE]":
                     done = True
                     break
-                chunk = json.loads(event)
+                # Undecodable bytes become U+FFFD, as in the text, rather than fail the call.
+                chunk = json.loads(event.decode("utf-8", "replace"))
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or ():
                     if ttft is None:
@@ -193,7 +194,7 @@ async def chat_stream(
     except (OSError, httptools.HttpParserError) as exc:  # refused, reset, not HTTP
         # After TimeoutError, which is an OSError too.
         raise EngineUnavailable(endpoint, f"{type(exc).__name__}: {exc}") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except json.JSONDecodeError as exc:
         raise EngineUnavailable(endpoint, f"not an OpenAI stream: {exc}") from exc
     finally:
         if resp is not None:
