@@ -50,3 +50,42 @@ async def test_pass_through_forwards_bodies_and_statuses_unchanged(server):
     forwarded.pop("created"), direct.pop("created")
     assert forwarded == direct
     assert forwarded["choices"][0]["message"]["content"] == instant.ANSWER
+
+
+async def test_the_bench_client_keeps_one_connection_per_path_and_survives_a_close():
+    """The overhead bench times calls as the OpenAI SDK makes them, on a kept-alive
+    connection; a server that closes an idle one (uvicorn does after 5 s) costs a
+    reconnect, not a failed run. Errors are not timed as answers."""
+    import asyncio
+
+    from aiohttp import web
+
+    from inframind.bench.overhead import _Client
+
+    peers: list[tuple] = []
+
+    async def chat(request: web.Request) -> web.Response:
+        peers.append(request.transport.get_extra_info("peername"))
+        if (await request.json()).get("bad"):
+            return web.json_response({"error": "bad"}, status=400)
+        return web.json_response({"ok": True})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    runner = web.AppRunner(app, keepalive_timeout=0.2)  # idle connections closed quickly
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/chat/completions"
+    client = _Client(keep_alive=True)
+    try:
+        for pause in (0.0, 0.0, 0.6, 0.0):  # the third call finds its connection closed
+            await asyncio.sleep(pause)
+            assert await asyncio.to_thread(client.post, url, {}) > 0
+        with pytest.raises(RuntimeError, match="HTTP 400"):
+            await asyncio.to_thread(client.post, url, {"bad": 1})
+    finally:
+        client.close()
+        await runner.cleanup()
+    assert len(peers) == 5
+    assert len(set(peers[:2])) == 1 and len(set(peers[2:])) == 1 and peers[0] != peers[2]

@@ -11,10 +11,15 @@ state. Reported: per-call latency p50/p99 of each path and the difference to
 direct, plus the planner's mean decision time inside the gateway (policies
 alone: `bench.decisions`).
 
-A call to the tiny model takes ~400 ms with tens of ms of jitter, which hides
-a millisecond of overhead; so the same paths are measured again in front of
-`bench.instant`, an upstream shaped like vLLM that answers at once, where a
-call takes about a millisecond and the proxies' own cost shows.
+A call to the tiny model takes ~120-400 ms with tens of ms of jitter, which
+hides a millisecond of overhead; so the same paths are measured again in front
+of `bench.instant`, an upstream shaped like vLLM that answers at once, where a
+call takes under a millisecond and the proxies' own cost shows.
+
+Calls go over one kept-alive connection per path, as the OpenAI SDK (httpx)
+makes them. In front of the instant upstream they are measured a second time
+with a new connection per call (as curl makes them), which adds each proxy's
+accept and socket setup to its row.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ import sys
 import tempfile
 import time
 import urllib.request
+from http.client import HTTPConnection, HTTPException
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 
@@ -49,14 +56,47 @@ from ..vocab import Depth, Role, Topology
 from . import instant
 
 
-def _post(url: str, body: dict[str, Any]) -> float:
-    req = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
-    )
-    t0 = time.perf_counter()
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        resp.read()
-    return time.perf_counter() - t0
+class _Client:
+    """Times one POST at a time, on a kept-alive connection per URL or a new one per call."""
+
+    def __init__(self, keep_alive: bool) -> None:
+        self.keep_alive = keep_alive
+        self._conns: dict[str, HTTPConnection] = {}
+
+    def post(self, url: str, body: dict[str, Any]) -> float:
+        data = json.dumps(body).encode()
+        headers = {"Content-Type": "application/json"}
+        if not self.keep_alive:
+            req = urllib.request.Request(url, data=data, headers=headers)
+            t0 = time.perf_counter()
+            with urllib.request.urlopen(req, timeout=60) as resp:
+                resp.read()
+            return time.perf_counter() - t0
+        for attempt in (1, 2):
+            conn = self._conns.get(url)
+            if conn is None:
+                parts = urlsplit(url)
+                conn = self._conns[url] = HTTPConnection(parts.hostname, parts.port, timeout=60)
+            t0 = time.perf_counter()
+            try:
+                conn.request("POST", urlsplit(url).path, body=data, headers=headers)
+                resp = conn.getresponse()
+                resp.read()
+            except (HTTPException, ConnectionError):
+                conn.close()  # the server closed an idle connection: one new one, timed anew
+                del self._conns[url]
+                if attempt == 2:
+                    raise
+                continue
+            elapsed = time.perf_counter() - t0
+            if resp.status >= 400:
+                raise RuntimeError(f"{url}: HTTP {resp.status}")
+            return elapsed
+        raise AssertionError("unreachable")
+
+    def close(self) -> None:
+        for conn in self._conns.values():
+            conn.close()
 
 
 def _router_binary() -> str | None:
@@ -85,6 +125,9 @@ def run(requests: int = 100, workdir: Path | None = None) -> dict[str, Any]:
         url = f"http://127.0.0.1:{port}"
         wait_for(lambda: _probe(f"{url}/v1/models"), 30, "instant upstream")
         summary["instant"] = _measure(url, instant.MODEL, INSTANT_REQUESTS, workdir / "instant")
+        summary["instant_new_connections"] = _measure(
+            url, instant.MODEL, INSTANT_REQUESTS, workdir / "instant-new", keep_alive=False
+        )
     finally:
         stop_process(stub)
     return summary
@@ -97,10 +140,14 @@ PASSTHROUGHS = {"aiohttp": "pass-through (aiohttp)", "raw": "pass-through (async
 INSTANT_REQUESTS = 1000
 
 
-def _measure(upstream: str, served_name: str, requests: int, workdir: Path) -> dict[str, Any]:
-    """Direct, through vllm-router and through the gateway to one upstream, interleaved."""
+def _measure(
+    upstream: str, served_name: str, requests: int, workdir: Path, keep_alive: bool = True
+) -> dict[str, Any]:
+    """Direct, through vllm-router, the pass-throughs and the gateway to one upstream,
+    interleaved."""
     workdir.mkdir(parents=True, exist_ok=True)
     procs: list[subprocess.Popen] = []
+    client = _Client(keep_alive)
     try:
         config = PipelineConfig(
             pipeline="bench",
@@ -145,16 +192,22 @@ def _measure(upstream: str, served_name: str, requests: int, workdir: Path) -> d
         gw_body = {"model": "bench", "messages": user, "inframind": {"budget_s": 60}}
         for name, url in targets.items():  # warm-up: connections, engine caches
             for _ in range(5):
-                _post(url, gw_body if name == "inframind" else direct_body)
+                client.post(url, gw_body if name == "inframind" else direct_body)
         lat: dict[str, list[float]] = {name: [] for name in targets}
         for _ in range(requests):
             for name, url in targets.items():
-                lat[name].append(_post(url, gw_body if name == "inframind" else direct_body))
+                lat[name].append(client.post(url, gw_body if name == "inframind" else direct_body))
         traces_us = _decision_us_from_metrics(gw_url)
     finally:
+        client.close()
         for p in procs:
             stop_process(p)
-    summary: dict[str, Any] = {"requests": requests, "upstream": upstream, "paths": {}}
+    summary: dict[str, Any] = {
+        "requests": requests,
+        "upstream": upstream,
+        "connections": "kept alive" if keep_alive else "new per call",
+        "paths": {},
+    }
     base = np.array(lat["direct"]) * 1e3
     for name, values in lat.items():
         ms = np.array(values) * 1e3
@@ -197,12 +250,22 @@ def render(summary: dict[str, Any], console: Any) -> None:
     _render_paths(summary, "in front of a vLLM CPU engine", console)
     if "instant" in summary:
         _render_paths(summary["instant"], "in front of an upstream that answers at once", console)
+    if "instant_new_connections" in summary:
+        _render_paths(
+            summary["instant_new_connections"],
+            "in front of the same upstream, a new connection per call",
+            console,
+        )
 
 
 def _render_paths(summary: dict[str, Any], where: str, console: Any) -> None:
     from rich.table import Table
 
-    t = Table(title=f"gateway overhead per call {where}, {summary['requests']} calls per path")
+    conns = summary.get("connections", "new per call")
+    t = Table(
+        title=f"gateway overhead per call {where}, {summary['requests']} calls per path "
+        f"(connections {conns})"
+    )
     for col in (
         "path",
         "p50 ms",
