@@ -124,11 +124,11 @@ async def test_a_server_that_does_not_speak_http_is_an_unavailable_engine():
         await server.wait_closed()
 
 
-async def test_an_endpoint_with_a_path_prefix_is_called_under_it():
-    seen: list[str] = []
+async def test_an_endpoint_with_a_path_prefix_or_a_user_is_called_as_its_url_says():
+    seen: list[tuple[str, str | None]] = []
 
     async def prefixed(request: web.Request) -> web.StreamResponse:
-        seen.append(request.path)
+        seen.append((request.path, request.headers.get("Authorization")))
         return await _answer(request)
 
     app = web.Application()
@@ -137,7 +137,12 @@ async def test_an_endpoint_with_a_path_prefix_is_called_under_it():
     try:
         with closing(EngineClient()) as client:
             assert (await chat(client, f"{url}/engines/a/", ASK, timeout_s=5)).text == "4"
-        assert seen == ["/engines/a/v1/chat/completions"]
+            with_user = url.replace("http://", "http://svc:p%40ss@")
+            assert (await chat(client, f"{with_user}/engines/a", ASK, timeout_s=5)).text == "4"
+        assert seen == [
+            ("/engines/a/v1/chat/completions", None),
+            ("/engines/a/v1/chat/completions", "Basic c3ZjOnBAc3M="),  # svc:p@ss
+        ]
         with closing(EngineClient()) as client, pytest.raises(ValueError, match="http"):
             await client.post("ftp://127.0.0.1:1", "/x", b"{}")
     finally:

@@ -21,11 +21,12 @@ Failures keep the meaning the runner acts on:
 from __future__ import annotations
 
 import asyncio
+import base64
 import ssl
 import time
 from collections import deque
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import httptools
 
@@ -183,7 +184,10 @@ class EngineClient:
         self.connects = 0  # connections opened, for tests of reuse
 
     def _target(self, url: str) -> tuple:
-        """(scheme, host, port, path prefix) of an endpoint URL, parsed once."""
+        """(https?, host, port, path prefix, header lines) of an endpoint URL, parsed once.
+
+        The header lines are Host, and Basic authorization when the URL carries a user
+        (as aiohttp's client did)."""
         target = self._targets.get(url)
         if target is None:
             parts = urlsplit(url)
@@ -191,8 +195,11 @@ class EngineClient:
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError(f"not an http(s) URL: {url!r}")
             port = parts.port or (443 if https else 80)
-            host_header = parts.netloc.rsplit("@", 1)[-1].encode()
-            target = (https, parts.hostname, port, parts.path.rstrip("/"), host_header)
+            headers = b"Host: " + parts.netloc.rsplit("@", 1)[-1].encode()
+            if parts.username is not None:
+                user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+                headers += b"\r\nAuthorization: Basic " + base64.b64encode(user.encode())
+            target = (https, parts.hostname, port, parts.path.rstrip("/"), headers)
             self._targets[url] = target
         return target
 
@@ -223,10 +230,10 @@ class EngineClient:
         connection: the engine did not answer that request. Refused connections are not.
         Cancel the caller (e.g. asyncio.timeout) to bound the wait."""
         key = self._target(url)
-        prefix, host_header = key[3], key[4]
+        prefix, headers = key[3], key[4]
         request = b"".join(
             (
-                b"POST ", prefix.encode(), path.encode(), b" HTTP/1.1\r\nHost: ", host_header,
+                b"POST ", prefix.encode(), path.encode(), b" HTTP/1.1\r\n", headers,
                 b"\r\nContent-Type: application/json\r\nAccept: */*\r\nContent-Length: ",
                 str(len(body)).encode(), b"\r\n\r\n", body,
             )
