@@ -295,6 +295,55 @@ async def test_an_opened_breaker_probes_back_in_only_after_the_engine_answers_a_
         await runner.cleanup()
 
 
+async def test_with_every_breaker_open_an_engine_that_answers_scrapes_is_still_called():
+    """One 5xx from the only engine opened its breaker (nothing else was in flight). While
+    the engine answers its scrapes, refusing every call for the open time would turn a
+    blip into an outage: it stays in routing as a last resort. An engine unheard from
+    since (down, hung) stays out, so calls fail fast; and where another endpoint is in
+    routing, the open one is not used."""
+    up = asyncio.Event()
+
+    async def metrics(_: web.Request) -> web.Response:
+        if not up.is_set():
+            return web.Response(status=503, text="down")
+        return web.Response(text="vllm:num_requests_waiting 0\nvllm:num_requests_running 1\n")
+
+    served = [await _metrics_server(metrics) for _ in range(2)]
+    runners, (only, spare) = [r for r, _ in served], [u for _, u in served]
+
+    def view_of(*urls: str) -> tuple[LiveView, EngineScraper, Endpoints]:
+        scraper = EngineScraper(list(urls), interval_s=1.0, timeout_s=1.0)
+        endpoints = Endpoints(open_for_s=60.0)  # open for the whole test
+        view = LiveView(scraper, endpoints)
+        pools = [PoolConfig(name=f"p{i}", model="m", served_model_name="m", endpoints=[u])
+                 for i, u in enumerate(urls)]  # fmt: skip
+        view.configure(PipelineConfig(pipeline="p", pools=pools))
+        return view, scraper, endpoints
+
+    try:
+        view, scraper, endpoints = view_of(only)
+        endpoints.failed(only)
+        async with ClientSession() as session:
+            await scraper.scrape_once(session)  # no answer: down
+            assert endpoints.state(only) == "open" and view.pick_endpoint(0) is None
+            assert not view.snapshot().loads[0].available
+            up.set()
+            await scraper.scrape_once(session)  # it answers
+        assert endpoints.state(only) == "open"  # the breaker itself has not changed
+        assert view.pick_endpoint(0) == only and view.snapshot().loads[0].available
+        assert view.pick_endpoint(0, exclude=[only]) is None  # a step tries it once
+
+        view, scraper, endpoints = view_of(only, spare)
+        endpoints.failed(only)
+        async with ClientSession() as session:
+            await scraper.scrape_once(session)
+        assert view.pick_endpoint(0) is None and view.pick_endpoint(1) == spare
+        assert not view.snapshot().loads[0].available
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
 def test_a_breaker_that_keeps_failing_stays_open_longer():
     endpoints = Endpoints(open_for_s=10.0, failures_to_open=1, heard_from=lambda _: None)
     url = "http://127.0.0.1:1"
@@ -571,3 +620,46 @@ async def test_a_query_the_gateway_could_not_answer_in_time_counts_as_a_slo_miss
     finally:
         await server.cleanup()
         await engine.cleanup()
+
+
+async def test_one_engine_error_does_not_refuse_the_next_calls_while_the_engine_is_up():
+    """The gateway's only engine answers one call with a 500. That call fails (nowhere
+    else to go), and the breaker opens; the next call, once the engine has answered a
+    scrape, is answered instead of refused for the breaker's open time."""
+    import httpx
+
+    calls = 0
+
+    async def engine(request: web.Request) -> web.StreamResponse:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return web.json_response({"error": {"message": "internal"}}, status=500)
+        return await _sse(request, FOUR)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text="vllm:num_requests_waiting 0\nvllm:num_requests_running 0\n")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", engine)
+    app.router.add_get("/metrics", metrics)
+    engine_runner, url = await serve_app(app)
+    pool = PoolConfig(name="only", model="m", served_model_name="m", endpoints=[url])
+    gateway = Gateway(Settings(), config=PipelineConfig(pipeline="p", pools=[pool]))
+    server, base = await serve_app(create_app(gateway))
+    body = {"model": "p", "messages": [{"role": "user", "content": "2+2?"}]}
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            first = await client.post(f"{base}/v1/chat/completions", json=body)
+            assert first.status_code == 503 and "HTTP 500" in first.json()["error"]["message"]
+            assert gateway.endpoints.state(url) == "open"
+            await asyncio.sleep(1.5)  # the gateway scrapes each engine every second
+            second = await client.post(f"{base}/v1/chat/completions", json=body)
+            view = (await client.get(f"{base}/v1/inframind/pools")).json()
+        assert second.status_code == 200, second.text
+        assert second.json()["choices"][0]["message"]["content"] == "4"
+        assert gateway.endpoints.state(url) == "closed"  # the answer closed the breaker
+        assert view["pools"][0]["endpoints"][url]["in_routing"] is True
+    finally:
+        await server.cleanup()
+        await engine_runner.cleanup()

@@ -236,7 +236,7 @@ class Gateway:
         if self.config is None:
             reasons.append(self.config_error or "no pipeline configuration loaded")
         else:
-            usable = [u for p in self.config.pools for u in p.endpoints if self.endpoints.usable(u)]
+            usable = [u for p in self.config.pools for u in p.endpoints if self.view.usable(u)]
             if not usable:
                 reasons.append(f"pipeline {self.config.pipeline} has no reachable pool endpoint")
         if reasons:
@@ -288,6 +288,9 @@ class Gateway:
                         u: {
                             "error": loads[u].error if u in loads else "not scraped",
                             "breaker": self.endpoints.state(u),
+                            # False only while out of routing; an open breaker can still
+                            # be in it, as a last resort (LiveView.usable).
+                            "in_routing": self.view.usable(u),
                         }
                         for u in pool.endpoints
                     },

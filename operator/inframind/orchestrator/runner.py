@@ -526,7 +526,7 @@ class Runner:
     def _dead_pools(self, failed: list[str]) -> set[int]:
         dead = set()
         for i, pool in enumerate(self.view.pools):
-            alive = [u for u in pool.endpoints if u not in failed and self.view.endpoints.usable(u)]
+            alive = [u for u in pool.endpoints if u not in failed and self.view.usable(u)]
             if not alive:
                 dead.add(i)
         return dead

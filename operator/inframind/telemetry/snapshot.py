@@ -153,6 +153,12 @@ class Endpoints:
     def usable(self, url: str) -> bool:
         return self.state(url) != "open"
 
+    def alive_since_opened(self, url: str) -> bool:
+        """Whether an endpoint with an open breaker has answered a scrape since it opened."""
+        opened = self._opened_at.get(url)
+        heard = self.heard_from(url) if self.heard_from is not None else None
+        return opened is not None and heard is not None and heard > opened
+
 
 class LiveView:
     """Builds ClusterSnapshots for one pipeline config from the scraper and endpoint state."""
@@ -175,6 +181,7 @@ class LiveView:
         self._live_profiles: tuple[PoolProfile, ...] = ()
         self._profiles_built_at = -math.inf
         self._speed: dict[str, _Speed] = {}
+        self._last_resort = False
 
     def configure(self, config: PipelineConfig) -> None:
         self.pools = list(config.pools)
@@ -201,6 +208,24 @@ class LiveView:
                 _with_speed(prof, self._speed[p.name]) if self._speed[p.name].samples else prof
                 for p, prof in zip(self.pools, self.profiles, strict=True)
             )
+
+    def usable(self, url: str) -> bool:
+        """In routing: its breaker is closed or probing. When no endpoint of the pipeline's
+        is, an endpoint that has answered a scrape since its breaker opened is used all the
+        same, as a last resort (Envoy's panic routing, in spirit): one 5xx from the only
+        engine must not refuse every call for the breaker's open time while the engine is
+        plainly up. One unheard from since (down, hung) stays out: calls fail fast."""
+        if self.endpoints.usable(url):
+            return True
+        if any(self.endpoints.usable(u) for p in self.pools for u in p.endpoints):
+            self._last_resort = False
+            return False
+        if not self._last_resort:
+            self._last_resort = True
+            log.warning(
+                "every endpoint's breaker is open: calls go to those answering scrapes anyway"
+            )
+        return self.endpoints.alive_since_opened(url)
 
     # -- Prometheus fallback: a separate, optional signal ---------------------
 
@@ -230,7 +255,7 @@ class LiveView:
         routes = config.routes if self.routing_fresh else {}
         best, best_key = None, None
         for url in config.endpoints:
-            if url in exclude or not self.endpoints.usable(url):
+            if url in exclude or not self.usable(url):
                 continue
             scraped = loads.get(url)
             queued = (scraped.waiting or 0.0) if scraped else 0.0  # last known, even if stale
@@ -252,7 +277,7 @@ class LiveView:
         )
 
     def _pool_load(self, pool: PoolConfig, loads: dict[str, EndpointLoad]) -> PoolLoad:
-        usable = [u for u in pool.endpoints if self.endpoints.usable(u)]
+        usable = [u for u in pool.endpoints if self.usable(u)]
         # A stale endpoint keeps its last observed values (flagged): an engine too busy to
         # answer /metrics in time is far likelier still busy than idle, and the estimate
         # treats a stale pool as at least STALE_OCCUPANCY busy on top. Dropping its last
