@@ -223,7 +223,8 @@ class LiveView:
         if not self._last_resort:
             self._last_resort = True
             log.warning(
-                "every endpoint's breaker is open: calls go to those answering scrapes anyway"
+                "every endpoint's breaker is open: any that answered a scrape since it failed"
+                " stays in routing as a last resort"
             )
         return self.endpoints.alive_since_opened(url)
 
