@@ -253,7 +253,7 @@ def render(summary: dict[str, Any], console: Any) -> None:
     if "instant_new_connections" in summary:
         _render_paths(
             summary["instant_new_connections"],
-            "in front of the same upstream, a new connection per call",
+            "in front of the same upstream",
             console,
         )
 
