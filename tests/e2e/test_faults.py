@@ -249,10 +249,12 @@ async def test_overload_keeps_tight_budgets_sheds_loose_ones_early_and_loses_not
 
 
 async def test_a_burst_arriving_at_once_is_shed_past_the_class_threshold(engines, gateway):
-    """Thirty loose calls sent together at a 2-slot engine whose admission class allows 2
-    requests per batch slot: most must be shed, though none of the burst has reached
-    the engine yet when the rest arrives (each admitted call takes its slot before the
-    next is looked at). Before that, all thirty were admitted."""
+    """Thirty loose calls sent together at a 2-slot engine; a 30 s budget is the 'standard'
+    class, which allows 4 requests per batch slot: most must be shed, though none of the
+    burst has reached the engine yet when the rest arrives (each admitted call counts as
+    load before the next is looked at). Before that, all thirty were admitted. The exact
+    count (2 x 4 + 1) is asserted in the unit test; here calls that finish during the
+    burst on a slow machine may let a few more in."""
     gw = gateway(_overload_pipeline(engines["beta"]))
     body = {
         "model": "demo",
@@ -266,4 +268,4 @@ async def test_a_burst_arriving_at_once_is_shed_past_the_class_threshold(engines
         )
     codes = collections.Counter(r.status_code for r in answers)
     assert set(codes) <= {200, 429} and codes[200] >= 1, codes
-    assert codes[429] >= 15, codes  # 2 slots x 2 per slot admitted, give or take a few
+    assert codes[429] >= 15, codes  # 9 admitted when nothing finishes during the burst

@@ -663,3 +663,60 @@ async def test_one_engine_error_does_not_refuse_the_next_calls_while_the_engine_
     finally:
         await server.cleanup()
         await engine_runner.cleanup()
+
+
+async def test_a_burst_is_admitted_up_to_its_class_threshold_and_no_further():
+    """Thirty loose calls at once at a 2-slot engine; a 30 s budget is the 'standard'
+    class, shed once the pools hold more than 4 requests per batch slot. Each admitted
+    call counts as load before the next is looked at, so exactly 2 x 4 are admitted plus
+    the one that finds the pools at 4.0 (not above it), and the other 21 get 429."""
+    import collections
+
+    import httpx
+
+    from inframind.controller.loads import build_routing
+
+    async def slow_engine(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = await _sse(request, ROLE, done=False)
+        await asyncio.sleep(1.5)  # none of the burst finishes while the rest arrives
+        await resp.write(f"data: {json.dumps(FOUR)}\n\ndata: [DONE]\n\n".encode())
+        return resp
+
+    async def idle_metrics(_: web.Request) -> web.Response:
+        return web.Response(text="vllm:num_requests_waiting 0\nvllm:num_requests_running 0\n")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", slow_engine)
+    app.router.add_get("/metrics", idle_metrics)
+    engine, url = await serve_app(app)
+    config = PipelineConfig(
+        pipeline="p",
+        pools=[PoolConfig(name="b", model="m", served_model_name="m", endpoints=[url],
+                          max_num_seqs=2)],
+        topologies=[Topology.SINGLE],
+        # What the operator's loop writes for a calm, freshly observed cluster.
+        routing=build_routing([{"load": {"source": "prometheus", "stale": False}}]),
+    )  # fmt: skip
+    assert [(c.name, c.max_occupancy) for c in config.routing.admission][1] == ("standard", 4.0)
+    gateway = Gateway(Settings(), config=config)
+    server, base = await serve_app(create_app(gateway))
+    body = {
+        "model": "p",
+        "messages": [{"role": "user", "content": "Name three primes."}],
+        "inframind": {"budget_s": 30, "sheddable": True},
+    }
+    try:
+        limits = httpx.Limits(max_connections=None)
+        async with httpx.AsyncClient(base_url=base, limits=limits, timeout=30) as client:
+            answers = await asyncio.gather(
+                *(client.post("/v1/chat/completions", json=body) for _ in range(30))
+            )
+    finally:
+        await server.cleanup()
+        await engine.cleanup()
+    codes = collections.Counter(a.status_code for a in answers)
+    assert codes == {200: 9, 429: 21}, codes
+    shed = next(a for a in answers if a.status_code == 429)
+    assert "above the 4 allowed for the 'standard' class" in shed.json()["error"]["message"]
+    assert shed.headers["Retry-After"]
