@@ -134,6 +134,18 @@ async def _sse(request: web.Request, *chunks: dict, done: bool = True) -> web.St
     return resp
 
 
+async def _idle_engine(chat) -> tuple[web.AppRunner, str]:
+    """An engine's HTTP side: `chat` answers completions; its /metrics reads idle."""
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text="vllm:num_requests_waiting 0\nvllm:num_requests_running 0\n")
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", chat)
+    app.router.add_get("/metrics", metrics)
+    return await serve_app(app)
+
+
 ROLE = {"choices": [{"delta": {"role": "assistant", "content": ""}}]}
 FOUR = {"choices": [{"delta": {"content": "4"}, "finish_reason": "stop"}]}
 
@@ -637,13 +649,7 @@ async def test_one_engine_error_does_not_refuse_the_next_calls_while_the_engine_
             return web.json_response({"error": {"message": "internal"}}, status=500)
         return await _sse(request, FOUR)
 
-    async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text="vllm:num_requests_waiting 0\nvllm:num_requests_running 0\n")
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", engine)
-    app.router.add_get("/metrics", metrics)
-    engine_runner, url = await serve_app(app)
+    engine_runner, url = await _idle_engine(engine)
     pool = PoolConfig(name="only", model="m", served_model_name="m", endpoints=[url])
     gateway = Gateway(Settings(), config=PipelineConfig(pipeline="p", pools=[pool]))
     server, base = await serve_app(create_app(gateway))
@@ -683,13 +689,7 @@ async def test_a_burst_is_admitted_up_to_its_class_threshold_and_no_further():
         await resp.write(f"data: {json.dumps(FOUR)}\n\ndata: [DONE]\n\n".encode())
         return resp
 
-    async def idle_metrics(_: web.Request) -> web.Response:
-        return web.Response(text="vllm:num_requests_waiting 0\nvllm:num_requests_running 0\n")
-
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", slow_engine)
-    app.router.add_get("/metrics", idle_metrics)
-    engine, url = await serve_app(app)
+    engine, url = await _idle_engine(slow_engine)
     config = PipelineConfig(
         pipeline="p",
         pools=[PoolConfig(name="b", model="m", served_model_name="m", endpoints=[url],
