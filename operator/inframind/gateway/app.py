@@ -344,6 +344,7 @@ class Gateway:
             self.queries_inflight,
             self.settings.gateway_max_inflight,
             () if config.routing.stale else config.routing.admission,
+            runner.pending,
         )
         if not verdict.admitted:
             self.metrics.shed.labels(config.pipeline, verdict.cause).inc()

@@ -193,6 +193,8 @@ class Runner:
     ) -> None:
         self.pipeline = pipeline
         self.rescue = rescue
+        # Steps of admitted queries that have not taken an endpoint yet (see run()).
+        self.pending = 0
         self.client = client
         self.view = view
         self.policy = policy
@@ -263,7 +265,18 @@ class Runner:
                 except Exception as exc:  # collected, as gather(return_exceptions) does
                     results = [exc]
             else:
-                results = await asyncio.gather(*jobs, return_exceptions=True)
+                # Steps started as tasks take their endpoints only when they first run, and
+                # a burst's other handlers may run before that: until then they count as
+                # `pending` load for admission, or a burst of ensembles was all admitted
+                # and then waited out its budget for batch slots.
+                left = [len(jobs)]
+                self.pending += len(jobs)
+                try:
+                    results = await asyncio.gather(
+                        *(self._counted(job, left) for job in jobs), return_exceptions=True
+                    )
+                finally:
+                    self.pending -= left[0]  # steps cancelled before they ever ran
             answers = []
             for r in results:
                 if isinstance(r, CallResult):
@@ -288,6 +301,13 @@ class Runner:
         if on_delta is not None and len(plan.waves[-1]) > 1:
             await on_delta(text)
         return Outcome(text, prompt_tokens, completion_tokens, trace)
+
+    async def _counted(self, job: Awaitable[CallResult], left: list[int]) -> CallResult:
+        """Run a step that was counted as pending: from here it counts itself, as it takes
+        its endpoint before it first yields."""
+        left[0] -= 1
+        self.pending -= 1
+        return await job
 
     def _finish(self, trace: QueryTrace, query: Query) -> None:
         trace.latency_s = round(time.time() - query.arrival_s, 4)

@@ -35,10 +35,11 @@ def admission_class(classes: Sequence[AdmissionClass], budget_s: float) -> Admis
     return None
 
 
-def cluster_occupancy(snapshot: ClusterSnapshot) -> float:
-    """Requests (running, waiting, or in flight from here) per batch slot, over all pools."""
+def cluster_occupancy(snapshot: ClusterSnapshot, pending: int = 0) -> float:
+    """Requests (running, waiting, in flight from here, or `pending`: admitted steps about
+    to start) per batch slot, over all pools."""
     slots = sum(p.max_running * p.replicas for p in snapshot.profiles)
-    busy = sum(ld.occupancy for ld in snapshot.loads if ld.available)
+    busy = pending + sum(ld.occupancy for ld in snapshot.loads if ld.available)
     return busy / slots if slots else 0.0
 
 
@@ -49,6 +50,7 @@ def admit(
     inflight: int,
     max_inflight: int,
     classes: Sequence[AdmissionClass] = (),
+    pending: int = 0,
 ) -> Admission:
     """Admit unless sheddable and the gateway is full, no pool can answer in time, or the
     cluster is busier than the query's priority class allows (thresholds the operator
@@ -69,7 +71,7 @@ def admit(
         return Admission(False, "no model pool is reachable", retry_after_s=5, cause="unreachable")
     cls = admission_class(classes, query.budget_s)
     if cls is not None and cls.max_occupancy is not None:
-        occupancy = cluster_occupancy(snapshot)
+        occupancy = cluster_occupancy(snapshot, pending)
         if occupancy > cls.max_occupancy:
             return Admission(
                 False,
