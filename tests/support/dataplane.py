@@ -44,6 +44,25 @@ async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
     return runner, f"http://{host}:{port}"
 
 
+# Chunks of a vLLM chat stream: the role (sent with the first token), and an answer.
+ROLE = {"choices": [{"delta": {"role": "assistant", "content": ""}}]}
+FOUR = {"choices": [{"delta": {"content": "4"}, "finish_reason": "stop"}]}
+
+
+async def sse_answer(
+    request: web.Request, *chunks: dict, done: bool = True, headers: dict | None = None
+) -> web.StreamResponse:
+    """Answer as vLLM streams: headers at once (the call is accepted), one event per chunk,
+    then `[DONE]` unless `done` is False (the caller writes more, or breaks off)."""
+    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", **(headers or {})})
+    await resp.prepare(request)
+    for chunk in chunks:
+        await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+    if done:
+        await resp.write(b"data: [DONE]\n\n")
+    return resp
+
+
 def get_json(url: str, timeout: float = 5.0) -> Any:
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         return json.loads(resp.read())

@@ -24,7 +24,7 @@ from inframind.settings import Settings
 from inframind.telemetry.scrape import EngineScraper
 from inframind.telemetry.snapshot import Endpoints, LiveView, profile_from_config
 from inframind.vocab import TaskFamily, Topology
-from support.dataplane import serve_app
+from support.dataplane import FOUR, ROLE, serve_app, sse_answer
 
 pytestmark = pytest.mark.unit
 
@@ -123,17 +123,6 @@ async def _loopback_server(
     return await serve_app(app)
 
 
-async def _sse(request: web.Request, *chunks: dict, done: bool = True) -> web.StreamResponse:
-    """Answer as vLLM streams: headers at once (the call is accepted), one event per chunk."""
-    resp = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
-    await resp.prepare(request)
-    for chunk in chunks:
-        await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
-    if done:
-        await resp.write(b"data: [DONE]\n\n")
-    return resp
-
-
 async def _idle_engine(chat) -> tuple[web.AppRunner, str]:
     """An engine's HTTP side: `chat` answers completions; its /metrics reads idle."""
 
@@ -144,10 +133,6 @@ async def _idle_engine(chat) -> tuple[web.AppRunner, str]:
     app.router.add_post("/v1/chat/completions", chat)
     app.router.add_get("/metrics", metrics)
     return await serve_app(app)
-
-
-ROLE = {"choices": [{"delta": {"role": "assistant", "content": ""}}]}
-FOUR = {"choices": [{"delta": {"content": "4"}, "finish_reason": "stop"}]}
 
 
 async def test_an_engine_too_busy_to_answer_metrics_keeps_its_last_load():
@@ -371,7 +356,7 @@ async def test_an_answer_that_breaks_off_mid_stream_is_retryable_not_a_crash():
 
     async def dying_engine(request: web.Request) -> web.StreamResponse:
         delta = {"choices": [{"delta": {"content": "The answer is"}, "finish_reason": None}]}
-        resp = await _sse(request, delta, done=False)
+        resp = await sse_answer(request, delta, done=False)
         request.transport.close()  # killed mid-answer: the chunked body never ends
         return resp
 
@@ -397,7 +382,7 @@ async def test_a_connection_the_engine_dropped_before_answering_is_retried_once(
         if calls == 1:
             request.transport.close()  # as an idle keep-alive connection closed under us
             return web.Response()
-        return await _sse(request, FOUR)
+        return await sse_answer(request, FOUR)
 
     runner, url = await _loopback_server("POST", "/v1/chat/completions", flaky_engine)
     try:
@@ -414,7 +399,7 @@ async def test_time_to_first_token_counts_a_token_that_has_no_text_yet():
     from inframind.orchestrator.engine import chat
 
     async def slow_text_engine(request: web.Request) -> web.StreamResponse:
-        resp = await _sse(request, ROLE, done=False)
+        resp = await sse_answer(request, ROLE, done=False)
         await asyncio.sleep(0.5)
         await resp.write(f"data: {json.dumps(FOUR)}\n\ndata: [DONE]\n\n".encode())
         return resp
@@ -443,7 +428,7 @@ async def test_a_connection_reset_while_sending_the_request_is_retried_once():
             request.transport.abort()  # RST while the client still writes its body
             return web.Response()
         await request.read()
-        return await _sse(request, FOUR)
+        return await sse_answer(request, FOUR)
 
     runner, url = await _loopback_server(
         "POST", "/v1/chat/completions", resetting_engine, max_body=16 * 2**20
@@ -464,7 +449,7 @@ async def test_a_whole_answer_is_asked_for_in_one_piece_after_its_first_token():
 
     async def engine(request: web.Request) -> web.StreamResponse:
         bodies.append(await request.json())
-        return await _sse(request, FOUR)
+        return await sse_answer(request, FOUR)
 
     runner, url = await _loopback_server("POST", "/v1/chat/completions", engine)
     body = {"model": "m", "messages": [], "max_tokens": 300}
@@ -531,7 +516,7 @@ async def test_a_call_that_outruns_its_budget_on_a_live_engine_leaves_it_in_rout
     from inframind.policy.types import Query
 
     async def slow_engine(request: web.Request) -> web.StreamResponse:
-        resp = await _sse(request, ROLE, done=False)  # accepted, as vLLM does at once
+        resp = await sse_answer(request, ROLE, done=False)  # accepted, as vLLM does at once
         await asyncio.sleep(4)  # still generating when the 2 s step timeout fires
         return resp
 
@@ -605,7 +590,7 @@ async def test_a_query_the_gateway_could_not_answer_in_time_counts_as_a_slo_miss
     import httpx
 
     async def slow_engine(request: web.Request) -> web.StreamResponse:
-        resp = await _sse(request, ROLE, done=False)
+        resp = await sse_answer(request, ROLE, done=False)
         await asyncio.sleep(3)  # still generating when the budget runs out
         return resp
 
@@ -647,7 +632,7 @@ async def test_one_engine_error_does_not_refuse_the_next_calls_while_the_engine_
         calls += 1
         if calls == 1:
             return web.json_response({"error": {"message": "internal"}}, status=500)
-        return await _sse(request, FOUR)
+        return await sse_answer(request, FOUR)
 
     engine_runner, url = await _idle_engine(engine)
     pool = PoolConfig(name="only", model="m", served_model_name="m", endpoints=[url])
@@ -687,7 +672,7 @@ async def test_a_burst_is_admitted_up_to_its_class_threshold_and_no_further(topo
 
     async def slow_engine(request: web.Request) -> web.StreamResponse:
         await request.read()
-        resp = await _sse(request, ROLE, done=False)
+        resp = await sse_answer(request, ROLE, done=False)
         await asyncio.sleep(1.5)  # none of the burst finishes while the rest arrives
         await resp.write(f"data: {json.dumps(FOUR)}\n\ndata: [DONE]\n\n".encode())
         return resp

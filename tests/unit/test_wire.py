@@ -7,7 +7,6 @@ tests."""
 from __future__ import annotations
 
 import asyncio
-import json
 from contextlib import closing
 
 import pytest
@@ -16,11 +15,10 @@ from aiohttp import web
 from inframind.orchestrator import wire
 from inframind.orchestrator.engine import EngineRejected, EngineUnavailable, chat
 from inframind.orchestrator.wire import EngineClient
-from support.dataplane import serve_app
+from support.dataplane import FOUR, serve_app, sse_answer
 
 pytestmark = pytest.mark.unit
 
-FOUR = {"choices": [{"delta": {"content": "4"}, "finish_reason": "stop"}]}
 USAGE = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 1}}
 ASK = {"model": "m", "messages": [{"role": "user", "content": "2+2?"}]}
 
@@ -32,16 +30,9 @@ async def _engine(handler) -> tuple[web.AppRunner, str]:
 
 
 async def _answer(request: web.Request, *, close: bool = False) -> web.StreamResponse:
-    await request.read()
-    headers = {"Content-Type": "text/event-stream"}
-    if close:
-        headers["Connection"] = "close"
-    resp = web.StreamResponse(headers=headers)
-    await resp.prepare(request)
-    for chunk in (FOUR, USAGE):
-        await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
-    await resp.write(b"data: [DONE]\n\n")
-    return resp
+    return await sse_answer(
+        request, FOUR, USAGE, headers={"Connection": "close"} if close else None
+    )
 
 
 async def test_consecutive_calls_share_a_connection_and_read_the_whole_answer():
