@@ -25,7 +25,7 @@ import base64
 import ssl
 import time
 from collections import deque
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 import httptools
@@ -41,6 +41,16 @@ class Disconnected(ConnectionError):
 
 class BrokeOff(ConnectionError):
     """The connection closed in the middle of the response."""
+
+
+class _Target(NamedTuple):
+    """Where an endpoint URL points, parsed once; connections are pooled per target."""
+
+    https: bool
+    host: str
+    port: int
+    prefix: bytes  # the URL's path, prepended to every request's
+    headers: bytes  # Host, and Basic authorization when the URL carries a user
 
 
 class _Connection(asyncio.Protocol):
@@ -123,7 +133,7 @@ class _Connection(asyncio.Protocol):
 class Response:
     """A response whose headers have arrived; read its body, then `release()` it."""
 
-    def __init__(self, client: EngineClient, key: tuple, conn: _Connection) -> None:
+    def __init__(self, client: EngineClient, key: _Target, conn: _Connection) -> None:
         self._client, self._key, self._conn = client, key, conn
         self.status = conn.status
 
@@ -178,16 +188,14 @@ class EngineClient:
     """Pooled keep-alive connections to engines, for `post`."""
 
     def __init__(self) -> None:
-        self._idle: dict[tuple, list[_Connection]] = {}
-        self._targets: dict[str, tuple] = {}
+        self._idle: dict[_Target, list[_Connection]] = {}
+        self._targets: dict[str, _Target] = {}
         self._ssl: ssl.SSLContext | None = None
         self.connects = 0  # connections opened, for tests of reuse
 
-    def _target(self, url: str) -> tuple:
-        """(https?, host, port, path prefix, header lines) of an endpoint URL, parsed once.
-
-        The header lines are Host, and Basic authorization when the URL carries a user
-        (as aiohttp's client did)."""
+    def _target(self, url: str) -> _Target:
+        """The endpoint URL parsed, once; a user in it becomes Basic authorization (as
+        aiohttp's client did)."""
         target = self._targets.get(url)
         if target is None:
             parts = urlsplit(url)
@@ -199,22 +207,21 @@ class EngineClient:
             if parts.username is not None:
                 user = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
                 headers += b"\r\nAuthorization: Basic " + base64.b64encode(user.encode())
-            target = (https, parts.hostname, port, parts.path.rstrip("/"), headers)
+            target = _Target(https, parts.hostname, port, parts.path.rstrip("/").encode(), headers)
             self._targets[url] = target
         return target
 
-    async def _connect(self, key: tuple) -> _Connection:
-        https, host, port = key[0], key[1], key[2]
-        if https and self._ssl is None:
+    async def _connect(self, key: _Target) -> _Connection:
+        if key.https and self._ssl is None:
             self._ssl = ssl.create_default_context()
         self.connects += 1
         loop = asyncio.get_running_loop()
         _, conn = await loop.create_connection(
-            _Connection, host, port, ssl=self._ssl if https else None
+            _Connection, key.host, key.port, ssl=self._ssl if key.https else None
         )
         return conn
 
-    def _pooled(self, key: tuple) -> _Connection | None:
+    def _pooled(self, key: _Target) -> _Connection | None:
         idle = self._idle.get(key)
         while idle:
             conn = idle.pop()
@@ -230,10 +237,9 @@ class EngineClient:
         connection: the engine did not answer that request. Refused connections are not.
         Cancel the caller (e.g. asyncio.timeout) to bound the wait."""
         key = self._target(url)
-        prefix, headers = key[3], key[4]
         request = b"".join(
             (
-                b"POST ", prefix.encode(), path.encode(), b" HTTP/1.1\r\n", headers,
+                b"POST ", key.prefix, path.encode(), b" HTTP/1.1\r\n", key.headers,
                 b"\r\nContent-Type: application/json\r\nAccept: */*\r\nContent-Length: ",
                 str(len(body)).encode(), b"\r\n\r\n", body,
             )
