@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httptools
+import orjson
 
 from .wire import BrokeOff, EngineClient, Response
 
@@ -88,6 +89,16 @@ async def _raise_for(resp: Response, endpoint: str, deadline: float) -> None:
     raise EngineRejected(endpoint, resp.status, text)
 
 
+def _event(data: bytes) -> dict[str, Any]:
+    """One SSE event's JSON. orjson reads the bytes as they came (a third of the time of
+    json.loads on decoded text); undecodable bytes become U+FFFD, as in the text, rather
+    than fail the call."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data.decode("utf-8", "replace"))
+
+
 async def chat(
     client: EngineClient,
     endpoint: str,
@@ -135,14 +146,14 @@ async def chat_stream(
     total = max(timeout_s, 0.05)
     start_limit = total if start_timeout_s is None else min(start_timeout_s, total)
     deadline = asyncio.get_running_loop().time() + total
-    payload = json.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
+    payload = orjson.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
     accepted = done = False
     resp: Response | None = None
     try:
         try:
             # Only the wait for headers sits under this timeout: no yield inside it.
             async with asyncio.timeout(start_limit):
-                resp = await client.post(endpoint, "/v1/chat/completions", payload.encode())
+                resp = await client.post(endpoint, "/v1/chat/completions", payload)
         except TimeoutError as exc:
             if start_limit >= total:  # the step's whole time ran out first
                 raise EngineUnavailable(endpoint, f"no answer within {timeout_s:.2f} s") from exc
@@ -167,8 +178,7 @@ async def chat_stream(
                 if event == b"[DONE]":
                     done = True
                     break
-                # Undecodable bytes become U+FFFD, as in the text, rather than fail the call.
-                chunk = json.loads(event.decode("utf-8", "replace"))
+                chunk = _event(event)
                 usage = chunk.get("usage") or usage
                 for choice in chunk.get("choices") or ():
                     if ttft is None:

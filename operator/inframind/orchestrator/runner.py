@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import re
 import time
@@ -50,7 +49,6 @@ from .wire import EngineClient
 
 log = logging.getLogger(__name__)
 
-_ids = itertools.count(1)
 # A step gets at least this long even when the budget is (nearly) spent: a late
 # answer is better than none, and the trace reports the miss.
 MIN_STEP_TIMEOUT_S = 2.0
@@ -219,10 +217,14 @@ class Runner:
         plan: Plan,
         decision_us: float = 0.0,
         on_delta: Callable[[str], Awaitable[None]] | None = None,
+        snapshot: ClusterSnapshot | None = None,
     ) -> Outcome:
+        """Run `plan`. `snapshot`, the one the plan was made from, is reused by the first
+        step when it is taken alone, saving a second snapshot microseconds later: pass it
+        only when nothing could have run in between (no await since `plan()`)."""
         priority = priority_for(self.policy.scheduler, query)
         trace = QueryTrace(
-            id=f"q-{next(_ids)}",
+            id=str(query.id),
             pipeline=self.pipeline,
             task=query.task.value,
             plan=plan.label,
@@ -251,6 +253,7 @@ class Runner:
                     priority,
                     trace,
                     stream_this,
+                    snapshot if w == 0 and len(roles) == 1 else None,
                 )
                 for slot, role in enumerate(roles)
             ]
@@ -326,6 +329,7 @@ class Runner:
         priority: int | None,
         trace: QueryTrace,
         on_delta: Callable[[str], Awaitable[None]] | None,
+        first_snapshot: ClusterSnapshot | None = None,
     ) -> CallResult:
         failed_endpoints: list[str] = []
         last_error: EngineError | None = None
@@ -335,7 +339,7 @@ class Runner:
         context_chars: int | None = None
         step_trace: StepTrace | None = None
         for attempt in range(MAX_RETRIES + 1):
-            snapshot = self.view.snapshot()
+            snapshot = first_snapshot if attempt == 0 and first_snapshot else self.view.snapshot()
             snapshot = _without(snapshot, self._dead_pools(failed_endpoints))
             step = StepContext(query, plan, wave, slot, role, snapshot.now, tuple(used))
             choice: Choice = self.policy.choose(snapshot, step)
