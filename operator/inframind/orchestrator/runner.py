@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 import time
@@ -81,6 +82,21 @@ def fit_context(context: list[str], max_chars: int) -> list[str]:
         return context
     share = max(64, max_chars // len(context))
     return [a if len(a) <= share else "..." + a[-share:] for a in context]
+
+
+class _Race:
+    """A step's first call and its deadline rescue (Runner._rescued)."""
+
+    __slots__ = ("answer", "failed", "option", "rescue", "sent_at", "settled", "task")
+
+    def __init__(self, task: asyncio.Task) -> None:
+        self.task = task  # the one awaiting the first call
+        self.rescue: asyncio.Future[CallResult] | None = None
+        self.option: tuple[int, Depth, str] = (0, Depth.FLASH, "")  # the rescue's pool, depth, url
+        self.sent_at = 0.0
+        self.answer: CallResult | None = None  # the rescue's, when it answered first
+        self.failed = False  # the rescue failed
+        self.settled = False  # the step no longer listens to the rescue's outcome
 
 
 class PipelineFailed(Exception):
@@ -460,54 +476,101 @@ class Runner:
         """Await the step's call; near the deadline, race it against a rescue (see
         RESCUE_SHARE). The loser is cancelled, which closes its connection, and vLLM
         aborts a request whose client went away. Raises the first call's error when
-        neither answers."""
+        neither answers.
+
+        The first call runs in this task and a timer sends the rescue when it is due: a
+        task and asyncio.wait per step cost ~5 % of the gateway's own time per call, for
+        a rescue that almost every call never needs. A rescue that answers first cancels
+        this task's wait on the first call; `race.answer` tells that cancellation apart
+        from the caller's."""
         started = time.time()
         rescue_at = query.deadline_s - max(RESCUE_MIN_S, RESCUE_SHARE * query.budget_s)
         if not self.rescue or rescue_at <= started:  # off, or no time to hedge in
             return await first
-        primary = asyncio.ensure_future(first)
-        rescue: asyncio.Future[CallResult] | None = None
+        race = _Race(asyncio.current_task())
+        timer = asyncio.get_running_loop().call_later(
+            rescue_at - started, self._send_rescue, race, query, endpoint, slot_key, body_for
+        )
         try:
-            done, _ = await asyncio.wait({primary}, timeout=rescue_at - started)
-            if done:
-                return primary.result()
-            # Chosen only now, from the load as it is when the first call is late.
-            option = self._rescue_option(query, endpoint)
-            if option is None:
-                return await primary
-            pool, depth, url, _ = option
-            sent_at = time.time()
-            rescue = asyncio.ensure_future(
-                self._rescue_call(query, pool, url, slot_key, body_for(pool, depth))
-            )
-            pending: set[asyncio.Future[CallResult]] = {primary, rescue}
-            while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-                if rescue in done and rescue.exception() is not None:
-                    log.warning("rescue of a step on %s failed: %s", endpoint, rescue.exception())
-                elif rescue in done:
-                    step_trace.replaced = {
-                        "pool": step_trace.pool,
-                        "depth": step_trace.depth,
-                        "endpoint": endpoint,
-                        "started_at": step_trace.started_at,
-                    }
-                    step_trace.rescue = "answered"
-                    step_trace.pool = self.view.pools[pool].name
-                    step_trace.depth = depth.value
-                    step_trace.endpoint = url
-                    step_trace.started_at = round(sent_at, 4)
-                    step_trace.attempts += 1
-                    return rescue.result()
-                if primary in done and primary.exception() is None:
-                    step_trace.rescue = "cancelled"
-                    return primary.result()
-            step_trace.rescue = "failed"
-            return primary.result()  # raises the first call's error
+            result = await first
+        except asyncio.CancelledError:
+            if race.answer is None or race.task.uncancel() > 0:
+                raise  # the caller's cancellation, not the rescue's
+            self._took_rescue(race, step_trace, endpoint)
+            return race.answer
+        except Exception as first_error:
+            rescue = race.rescue
+            if rescue is None:
+                raise
+            if race.failed:
+                step_trace.rescue = "failed"
+                raise
+            race.settled = True  # from here the rescue is awaited, not signalled
+            try:
+                race.answer = await rescue
+            except Exception as exc:
+                log.warning("rescue of a step on %s failed: %s", endpoint, exc)
+                step_trace.rescue = "failed"
+                raise first_error from None
+            self._took_rescue(race, step_trace, endpoint)
+            return race.answer
         finally:
-            for task in (primary, rescue):
-                if task is not None and not task.done():
-                    task.cancel()
+            timer.cancel()
+            race.settled = True
+            if race.rescue is not None and not race.rescue.done():
+                race.rescue.cancel()
+        if race.rescue is not None:
+            step_trace.rescue = "failed" if race.failed else "cancelled"
+        return result
+
+    def _send_rescue(
+        self,
+        race: _Race,
+        query: Query,
+        endpoint: str,
+        slot_key: float,
+        body_for: Callable[[int, Depth], dict[str, Any]],
+    ) -> None:
+        """The rescue timer: the option predicted fastest, chosen now from the load as it is
+        when the first call is late, sent to another endpoint."""
+        if race.settled:
+            return
+        option = self._rescue_option(query, endpoint)
+        if option is None:
+            return
+        pool, depth, url, _ = option
+        race.option, race.sent_at = (pool, depth, url), time.time()
+        race.rescue = asyncio.ensure_future(
+            self._rescue_call(query, pool, url, slot_key, body_for(pool, depth))
+        )
+        race.rescue.add_done_callback(functools.partial(self._rescue_done, race, endpoint))
+
+    @staticmethod
+    def _rescue_done(race: _Race, endpoint: str, rescue: asyncio.Future[CallResult]) -> None:
+        if race.settled or rescue.cancelled():
+            return
+        if (exc := rescue.exception()) is not None:
+            race.failed = True
+            log.warning("rescue of a step on %s failed: %s", endpoint, exc)
+            return
+        race.answer = rescue.result()
+        race.task.cancel()  # ends the step's wait on its first call (_rescued)
+
+    def _took_rescue(self, race: _Race, step_trace: StepTrace, endpoint: str) -> None:
+        """The step's trace now describes the rescue's call; `replaced`, the first one."""
+        pool, depth, url = race.option
+        step_trace.replaced = {
+            "pool": step_trace.pool,
+            "depth": step_trace.depth,
+            "endpoint": endpoint,
+            "started_at": step_trace.started_at,
+        }
+        step_trace.rescue = "answered"
+        step_trace.pool = self.view.pools[pool].name
+        step_trace.depth = depth.value
+        step_trace.endpoint = url
+        step_trace.started_at = round(race.sent_at, 4)
+        step_trace.attempts += 1
 
     async def _rescue_call(
         self, query: Query, pool: int, url: str, slot_key: float, body: dict[str, Any]
