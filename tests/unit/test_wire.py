@@ -115,6 +115,36 @@ async def test_a_server_that_does_not_speak_http_is_an_unavailable_engine():
         await server.wait_closed()
 
 
+async def test_an_engine_that_never_answers_or_stops_midway_is_timed_out():
+    """A hung engine keeps the socket open and says nothing: the call gives up at its start
+    timeout, or at its whole timeout once the answer has begun, and the connection is
+    not pooled for the next call."""
+    stop_after_role, done = asyncio.Event(), asyncio.Event()
+
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(1000)
+        if stop_after_role.is_set():  # headers and a first event, then nothing more
+            writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+            writer.write(b"6\r\ndata: \r\n")
+        await done.wait()
+        writer.close()
+
+    server = await asyncio.start_server(mute, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    try:
+        with closing(EngineClient()) as client:
+            with pytest.raises(EngineUnavailable, match=r"did not accept the call within 0\.3 s"):
+                await chat(client, url, ASK, timeout_s=5, start_timeout_s=0.3)
+            stop_after_role.set()
+            with pytest.raises(EngineUnavailable, match=r"not finished within 0\.50 s"):
+                await chat(client, url, ASK, timeout_s=0.5, start_timeout_s=0.3)
+            assert client.connects == 2 and not client._idle.get(client._target(url))
+    finally:
+        done.set()
+        server.close()
+        await server.wait_closed()
+
+
 async def test_an_endpoint_with_a_path_prefix_or_a_user_is_called_as_its_url_says():
     seen: list[tuple[str, str | None]] = []
 

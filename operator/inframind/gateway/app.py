@@ -219,12 +219,9 @@ class Gateway:
         )
 
     def _step(self, step: StepTrace) -> None:
-        outcome = "error" if step.error else "ok"
-        self.metrics.steps.labels(step.pool, step.depth, outcome).inc()
+        self.metrics.stepped(step.pool, step.depth, not step.error, step.latency_s)
         if step.rescue is not None:
             self.metrics.rescues.labels(step.rescue).inc()
-        if step.latency_s is not None:
-            self.metrics.step_latency.labels(step.pool, step.depth).observe(step.latency_s)
         mix = self.depth_mix.setdefault(step.pool, {})
         mix[step.depth] = mix.get(step.depth, 0) + 1
 
@@ -363,7 +360,7 @@ class Gateway:
             resp = _error(429, verdict.reason, "shed", retry_after_s=verdict.retry_after_s)
             resp.headers["Retry-After"] = str(verdict.retry_after_s)
             return resp
-        self.metrics.decisions.labels(config.pipeline, plan.topology.value, plan.label).inc()
+        self.metrics.decided(config.pipeline, plan.topology.value, plan.label)
 
         self.queries_inflight += 1
         try:
@@ -377,8 +374,7 @@ class Gateway:
             except PipelineFailed as exc:
                 self._account_failure(config.pipeline, exc)
                 return _error(exc.status, str(exc), "pipeline_failed", inframind=exc.trace)
-            self._account(outcome)
-            return _json(self._completion(req, outcome))
+            return _json(self._completion(req, outcome, self._account(outcome)))
         finally:
             self.queries_inflight -= 1
 
@@ -386,15 +382,14 @@ class Gateway:
         self.metrics.requests.labels(config.pipeline, str(exc.status)).inc()
         return _json(exc.body(), exc.status)
 
-    def _account(self, outcome: Outcome) -> None:
+    def _account(self, outcome: Outcome) -> dict[str, Any]:
+        """Count an answered query; its trace as the response and the trace log show it."""
         trace = outcome.trace
-        pipeline = trace.pipeline
-        self.metrics.requests.labels(pipeline, "200").inc()
-        if trace.latency_s is not None:
-            self.metrics.latency.labels(pipeline).observe(trace.latency_s)
-        self.metrics.slo.labels(pipeline, "met" if trace.met_budget else "missed").inc()
+        self.metrics.answered(trace.pipeline, trace.latency_s, bool(trace.met_budget))
         self._observe(bool(trace.met_budget))
-        self._record(trace.to_dict())
+        shown = trace.to_dict()
+        self._record(shown)
+        return shown
 
     def _account_failure(self, pipeline: str, exc: PipelineFailed) -> None:
         self.metrics.requests.labels(pipeline, str(exc.status)).inc()
@@ -424,7 +419,9 @@ class Gateway:
         if self.trace_log is not None:
             self._traces.append(orjson.dumps(trace).decode())
 
-    def _completion(self, req: PipelineRequest, outcome: Outcome) -> dict[str, Any]:
+    def _completion(
+        self, req: PipelineRequest, outcome: Outcome, trace: dict[str, Any]
+    ) -> dict[str, Any]:
         return {
             "id": f"chatcmpl-{outcome.trace.id}",  # the query's id, as when streamed
             "object": "chat.completion",
@@ -442,7 +439,7 @@ class Gateway:
                 "completion_tokens": outcome.completion_tokens,
                 "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
             },
-            "inframind": outcome.trace.to_dict(),
+            "inframind": trace,
         }
 
     async def _stream(
@@ -494,13 +491,13 @@ class Gateway:
             await resp.write(b"data: " + orjson.dumps(err) + b"\n\n")
             await resp.write(b"data: [DONE]\n\n")
             return resp
-        self._account(outcome)
+        trace = self._account(outcome)
         usage = {
             "prompt_tokens": outcome.prompt_tokens,
             "completion_tokens": outcome.completion_tokens,
             "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
         }
-        await resp.write(chunk({}, "stop", usage=usage, inframind=outcome.trace.to_dict()))
+        await resp.write(chunk({}, "stop", usage=usage, inframind=trace))
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp

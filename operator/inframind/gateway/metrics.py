@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
@@ -9,6 +11,9 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120, 300)
 
 class GatewayMetrics:
     def __init__(self) -> None:
+        # Children of the per-call metrics by label values: prometheus_client validates
+        # the values and takes a lock on every labels() call, six times per call.
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         self.registry = CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -83,3 +88,26 @@ class GatewayMetrics:
             ["pipeline"],
             registry=r,
         )
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric, values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    # The per-call events (the metrics above that are never cleared) ------------------
+
+    def decided(self, pipeline: str, topology: str, plan: str) -> None:
+        self._child(self.decisions, pipeline, topology, plan).inc()
+
+    def answered(self, pipeline: str, latency_s: float | None, met_budget: bool) -> None:
+        self._child(self.requests, pipeline, "200").inc()
+        if latency_s is not None:
+            self._child(self.latency, pipeline).observe(latency_s)
+        self._child(self.slo, pipeline, "met" if met_budget else "missed").inc()
+
+    def stepped(self, pool: str, depth: str, ok: bool, latency_s: float | None) -> None:
+        self._child(self.steps, pool, depth, "ok" if ok else "error").inc()
+        if latency_s is not None:
+            self._child(self.step_latency, pool, depth).observe(latency_s)

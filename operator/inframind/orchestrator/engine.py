@@ -145,15 +145,14 @@ async def chat_stream(
     finish: str | None = None
     total = max(timeout_s, 0.05)
     start_limit = total if start_timeout_s is None else min(start_timeout_s, total)
-    deadline = asyncio.get_running_loop().time() + total
+    now = asyncio.get_running_loop().time()
+    deadline = now + total
     payload = orjson.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
     accepted = done = False
     resp: Response | None = None
     try:
         try:
-            # Only the wait for headers sits under this timeout: no yield inside it.
-            async with asyncio.timeout(start_limit):
-                resp = await client.post(endpoint, "/v1/chat/completions", payload)
+            resp = await client.post(endpoint, "/v1/chat/completions", payload, now + start_limit)
         except TimeoutError as exc:
             if start_limit >= total:  # the step's whole time ran out first
                 raise EngineUnavailable(endpoint, f"no answer within {timeout_s:.2f} s") from exc

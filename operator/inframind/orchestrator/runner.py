@@ -11,13 +11,12 @@ appended to a log for offline training.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import logging
 import re
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -97,6 +96,33 @@ class _Race:
         self.answer: CallResult | None = None  # the rescue's, when it answered first
         self.failed = False  # the rescue failed
         self.settled = False  # the step no longer listens to the rescue's outcome
+
+
+class _Holding:
+    """Runner._holding. A class: contextlib's generator-based manager cost 3 % of the
+    gateway's time per call."""
+
+    __slots__ = ("endpoints", "key", "slots", "timeout_s", "url")
+
+    def __init__(
+        self, endpoints: Any, slots: SlotQueue, url: str, key: float, timeout_s: float
+    ) -> None:
+        self.endpoints, self.slots, self.url = endpoints, slots, url
+        self.key, self.timeout_s = key, timeout_s
+
+    async def __aenter__(self) -> float:
+        self.endpoints.acquire(self.url)
+        try:
+            return await self.slots.acquire(self.url, self.key, self.timeout_s)
+        except BaseException:
+            self.endpoints.release(self.url)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        try:
+            self.slots.release(self.url)
+        finally:
+            self.endpoints.release(self.url)
 
 
 class PipelineFailed(Exception):
@@ -587,20 +613,12 @@ class Runner:
         self._answered(pool, url, result)
         return result
 
-    @contextlib.asynccontextmanager
-    async def _holding(self, url: str, slot_key: float, timeout_s: float) -> AsyncIterator[float]:
-        """`url` held for one call: counted as its load from now (a call waiting for a slot
-        is load too), then one of its batch slots; yields the seconds spent waiting for the
-        slot. Raises NoSlotInTime when none came free within `timeout_s`."""
-        self.view.endpoints.acquire(url)
-        try:
-            queued_s = await self.slots.acquire(url, slot_key, timeout_s)
-            try:
-                yield queued_s
-            finally:
-                self.slots.release(url)
-        finally:
-            self.view.endpoints.release(url)
+    def _holding(self, url: str, slot_key: float, timeout_s: float) -> _Holding:
+        """`url` held for one call (`async with`): counted as its load from now (a call
+        waiting for a slot is load too), then one of its batch slots; gives the seconds
+        spent waiting for the slot. Raises NoSlotInTime when none came free within
+        `timeout_s`."""
+        return _Holding(self.view.endpoints, self.slots, url, slot_key, timeout_s)
 
     def _failed(self, url: str, exc: EngineUnavailable) -> None:
         if not isinstance(exc, TooSlow):  # slow for this budget is not broken
