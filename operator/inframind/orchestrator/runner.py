@@ -505,7 +505,7 @@ class Runner:
         neither answers.
 
         The first call runs in this task and a timer sends the rescue when it is due: a
-        task and asyncio.wait per step cost ~5 % of the gateway's own time per call, for
+        task and asyncio.wait per step cost ~4 % of the gateway's CPU per call, for
         a rescue that almost every call never needs. A rescue that answers first cancels
         this task's wait on the first call; `race.answer` tells that cancellation apart
         from the caller's."""
