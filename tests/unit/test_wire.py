@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 
 from inframind.orchestrator import wire
-from inframind.orchestrator.engine import EngineRejected, EngineUnavailable, chat
+from inframind.orchestrator.engine import EngineRejected, EngineUnavailable, chat, chat_stream
 from inframind.orchestrator.wire import EngineClient
 from support.dataplane import FOUR, serve_app, sse_answer
 
@@ -222,5 +222,31 @@ async def test_bytes_that_are_not_utf8_in_an_answer_become_replacement_character
     try:
         with closing(EngineClient()) as client:
             assert (await chat(client, url, ASK, timeout_s=5)).text == "caf\ufffd"
+    finally:
+        await runner.cleanup()
+
+
+async def test_a_long_answer_read_slowly_holds_the_engine_back_instead_of_piling_up():
+    """A streamed answer relayed to a slow client: past wire.HIGH_WATER unread, the
+    connection stops reading (TCP then holds the engine back), and reads on as the
+    reader catches up. The whole answer arrives, and the connection is pooled after."""
+    piece = "x" * 65536
+    pieces = 64  # 4 MiB, four times the high-water mark
+
+    async def long_answer(request: web.Request) -> web.StreamResponse:
+        chunk = {"choices": [{"delta": {"content": piece}}]}
+        return await sse_answer(request, *[chunk] * pieces, USAGE)
+
+    runner, url = await _engine(long_answer)
+    try:
+        with closing(EngineClient()) as client:
+            text = []
+            async for item in chat_stream(client, url, ASK, timeout_s=30):
+                if isinstance(item, str):
+                    text.append(item)
+                    await asyncio.sleep(0.02)  # the client this is relayed to is slow
+            assert "".join(text) == piece * pieces
+            (conn,) = client._idle[client._target(url)]  # pooled: read to its end
+            assert conn.pauses >= 1 and not conn.paused
     finally:
         await runner.cleanup()

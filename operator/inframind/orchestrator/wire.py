@@ -7,7 +7,8 @@ aiohttp's; with uvloop as well, the gateway's added latency fell by about a
 quarter (`inframind bench --scenario gateway`, README). This client does what an
 engine call needs and no more: one POST on a pooled keep-alive connection, a
 response parsed by httptools (llhttp, the parser Node.js uses), and the body
-handed over as it arrives, de-chunked.
+handed over as it arrives, de-chunked; reading pauses while more than
+HIGH_WATER of it waits unread.
 
 Failures keep the meaning the runner acts on:
 - `Disconnected`: the connection closed before the response began. A pooled
@@ -33,6 +34,10 @@ import httptools
 # vLLM's API server (uvicorn) closes a connection idle for 5 s. One idle longer than this
 # is not reused: sending on a connection the server is closing at that instant fails.
 IDLE_S = 3.0
+# Read flow control: past this much of a body received and not yet taken by the reader
+# (a streamed answer relayed to a slow client), the connection stops reading until the
+# reader has caught up, and TCP holds the engine back instead of this process's memory.
+HIGH_WATER = 1 << 20
 
 
 class Disconnected(ConnectionError):
@@ -70,8 +75,11 @@ class _Connection(asyncio.Protocol):
         self.complete = False
         self.lost: BaseException | None = None
         self.body: deque[bytes] = deque()
+        self.buffered = 0  # bytes in `body`
+        self.paused = False  # reading paused at HIGH_WATER
         self.waiter: asyncio.Future[None] | None = None
         self.idle_since = 0.0
+        self.pauses = 0  # times reading was paused, for tests of flow control
 
     # -- asyncio.Protocol ------------------------------------------------------
 
@@ -101,6 +109,19 @@ class _Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         self.body.append(body)
+        self.buffered += len(body)
+        if self.buffered > HIGH_WATER and not self.paused:
+            self.paused = True
+            self.pauses += 1
+            self.transport.pause_reading()  # type: ignore[union-attr]
+
+    def taken(self) -> None:
+        """The reader took everything buffered: read on."""
+        self.body.clear()
+        self.buffered = 0
+        if self.paused:
+            self.paused = False
+            self.transport.resume_reading()  # type: ignore[union-attr]
 
     def on_message_complete(self) -> None:
         self.complete = True
@@ -138,7 +159,7 @@ class _Connection(asyncio.Protocol):
     def start(self, request: bytes) -> None:
         self.parser = httptools.HttpResponseParser(self)
         self.status, self.keep_alive, self.headers_done, self.complete = 0, False, False, False
-        self.body.clear()
+        self.taken()
         self.transport.write(request)  # type: ignore[union-attr]
 
 
@@ -156,10 +177,8 @@ class Response:
         conn = self._conn
         while True:
             if conn.body:
-                if len(conn.body) == 1:
-                    return conn.body.popleft()
-                data = b"".join(conn.body)
-                conn.body.clear()
+                data = conn.body[0] if len(conn.body) == 1 else b"".join(conn.body)
+                conn.taken()
                 return data
             if conn.complete:
                 return None
