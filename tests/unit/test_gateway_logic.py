@@ -712,3 +712,12 @@ async def test_a_burst_is_admitted_up_to_its_class_threshold_and_no_further(topo
     shed = next(a for a in answers if a.status_code == 429)
     assert "above the 4 allowed for the 'standard' class" in shed.json()["error"]["message"]
     assert shed.headers["Retry-After"]
+
+
+def test_numpy_numbers_in_a_response_are_plain_json_numbers():
+    """json.dumps took numpy scalars (a float64 is a float); orjson refuses them unless
+    told. A load or a trace value computed with numpy must not turn an answer into a 500."""
+    from inframind.gateway.app import _json
+
+    resp = _json({"kv_usage": np.float64(0.5), "waiting": np.int64(3), "ok": np.bool_(True)})
+    assert json.loads(resp.body) == {"kv_usage": 0.5, "waiting": 3, "ok": True}

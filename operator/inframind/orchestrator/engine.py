@@ -147,7 +147,10 @@ async def chat_stream(
     start_limit = total if start_timeout_s is None else min(start_timeout_s, total)
     now = asyncio.get_running_loop().time()
     deadline = now + total
-    payload = orjson.dumps({**body, "stream": True, "stream_options": {"include_usage": True}})
+    payload = orjson.dumps(
+        {**body, "stream": True, "stream_options": {"include_usage": True}},
+        option=orjson.OPT_SERIALIZE_NUMPY,  # as json.dumps took numpy scalars, e.g. a priority
+    )
     accepted = done = False
     resp: Response | None = None
     try:
