@@ -244,6 +244,33 @@ def test_the_runtime_computes_the_plain_forward_pass_of_padded_observations(tmp_
     assert len(decisions) >= 5  # the random networks do not all answer the same
 
 
+def test_a_step_on_a_newer_snapshot_is_chosen_from_that_snapshot(tmp_path):
+    """The learned policy reuses its decision's query fields for a first step taken on the
+    same snapshot; a step on another snapshot (the load moved) must see the new load."""
+    rng = np.random.default_rng(3)
+    path = tmp_path / "policy.npz"
+    executor = [
+        (rng.normal(size=(len(EXECUTOR_FEATURES), 32)), rng.normal(size=32)),
+        (rng.normal(size=(32, EXECUTOR_ACTIONS)), rng.normal(size=EXECUTOR_ACTIONS)),
+    ]
+    planner = _random_layers(len(PLANNER_FEATURES), PLANNER_ACTIONS, 1)
+    write_policy_file(path, planner, executor, version="memo")
+    policy = LearnedPolicy(path)
+    query = _query()
+    idle = _snapshot([0.8, 0.6])
+    differ = 0
+    for _ in range(20):
+        loads = [PoolLoad(waiting=float(rng.integers(0, 40)), running=32.0) for _ in range(2)]
+        busy = _snapshot([0.8, 0.6], loads)
+        plan = policy.decide(idle, query)
+        step = StepContext(query, plan, 0, 0, plan.waves[0][0], 0.0)
+        fresh = LearnedPolicy(path)
+        assert policy.choose(busy, step) == fresh.choose(busy, step)
+        assert policy.choose(idle, step) == fresh.choose(idle, step)
+        differ += fresh.choose(busy, step) != fresh.choose(idle, step)
+    assert differ  # the load changes some choices, so a stale reuse would show
+
+
 def test_a_policy_from_another_feature_schema_is_refused_and_the_fallback_serves(tmp_path):
     path = tmp_path / "old.npz"
     write_policy_file(

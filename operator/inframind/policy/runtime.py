@@ -140,6 +140,11 @@ class LearnedPolicy(Policy):
         self._step_net = _Net(self.executor, len(EXECUTOR_FEATURES) - len(PLANNER_FEATURES))
         self._step_penalty: dict[tuple[float, ...], np.ndarray] = {}
         self._depths_allowed = tuple(d for d in DEPTHS if d in self.limits.depths)
+        # The last decision's query fields, for its first step: the gateway plans and takes
+        # a one-step first wave on one snapshot (Runner.run), and the fields (a quarter of a
+        # query's decision time) would be computed twice. Matched by identity: a snapshot
+        # is immutable, and this reference keeps it from being reused by another.
+        self._decided: tuple[ClusterSnapshot, Query, float, list[float]] | None = None
 
     def _check_shapes(self) -> None:
         want = [
@@ -155,10 +160,20 @@ class LearnedPolicy(Policy):
 
     def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
         x = query_fields(snapshot, query, snapshot.now)
+        self._decided = (snapshot, query, snapshot.now, x[:])  # the net appends to x
         return CATALOGUE[int(self._plan_net(x, len(snapshot.profiles)).argmax())]
 
     def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice:
-        x = query_fields(snapshot, step.query, step.now)
+        decided = self._decided
+        if (
+            decided is not None
+            and decided[0] is snapshot
+            and decided[1] is step.query
+            and decided[2] == step.now
+        ):
+            x = decided[3][:]
+        else:
+            x = query_fields(snapshot, step.query, step.now)
         # Each pool's "present" field is 1.0 when it is available: the mask's key.
         available = tuple(
             x[QUERY_WIDTH : QUERY_WIDTH + POOL_WIDTH * len(snapshot.loads) : POOL_WIDTH]
