@@ -72,11 +72,8 @@ async def test_the_bench_client_keeps_one_connection_per_path_and_survives_a_clo
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", chat)
-    runner = web.AppRunner(app, keepalive_timeout=0.2)  # idle connections closed quickly
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/v1/chat/completions"
+    runner, base = await serve_app(app, keepalive_timeout=0.2)  # idle ones closed quickly
+    url = f"{base}/v1/chat/completions"
     client = _Client(keep_alive=True)
     try:
         for pause in (0.0, 0.0, 0.6, 0.0):  # the third call finds its connection closed

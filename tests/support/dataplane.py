@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import inspect
 import json
+import ssl
 import time
 import urllib.request
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,14 +35,34 @@ def pool(engine: Engine, *, max_num_seqs: int | None = None, **profile: Any) -> 
     )
 
 
-async def serve_app(app: web.Application) -> tuple[web.AppRunner, str]:
-    """Serve `app` on a free loopback port: (its runner, to clean up; its base URL)."""
-    runner = web.AppRunner(app)
+async def serve_app(
+    app: web.Application,
+    *,
+    keepalive_timeout: float = 75.0,
+    ssl_context: ssl.SSLContext | None = None,
+) -> tuple[web.AppRunner, str]:
+    """Serve `app` on a free loopback port (https with `ssl_context`; idle connections
+    closed after `keepalive_timeout`, aiohttp's default): (its runner, to clean up; its
+    base URL)."""
+    runner = web.AppRunner(app, keepalive_timeout=keepalive_timeout)
     await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
+    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=ssl_context)
     await site.start()
     host, port = runner.addresses[0][:2]
-    return runner, f"http://{host}:{port}"
+    return runner, f"{'https' if ssl_context else 'http'}://{host}:{port}"
+
+
+async def serve_handler(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+    method: str = "POST",
+    path: str = "/v1/chat/completions",
+    max_body: int = 2**20,
+) -> tuple[web.AppRunner, str]:
+    """One handler on one route, served on loopback (by default an engine's chat
+    completions): (its runner, to clean up; its base URL)."""
+    app = web.Application(client_max_size=max_body)
+    app.router.add_route(method, path, handler)
+    return await serve_app(app)
 
 
 # Chunks of a vLLM chat stream: the role (sent with the first token), and an answer.

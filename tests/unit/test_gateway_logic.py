@@ -24,7 +24,7 @@ from inframind.settings import Settings
 from inframind.telemetry.scrape import EngineScraper
 from inframind.telemetry.snapshot import Endpoints, LiveView, profile_from_config
 from inframind.vocab import TaskFamily, Topology
-from support.dataplane import FOUR, ROLE, serve_app, sse_answer
+from support.dataplane import FOUR, ROLE, serve_app, serve_handler, sse_answer
 
 pytestmark = pytest.mark.unit
 
@@ -112,15 +112,7 @@ def test_unscraped_pools_are_stale_and_a_broken_endpoint_leaves_routing():
 
 async def _metrics_server(handler) -> tuple[web.AppRunner, str]:
     """A real HTTP server on loopback serving `handler` as /metrics; clean up its runner."""
-    return await _loopback_server("GET", "/metrics", handler)
-
-
-async def _loopback_server(
-    method: str, path: str, handler, max_body: int = 2**20
-) -> tuple[web.AppRunner, str]:
-    app = web.Application(client_max_size=max_body)
-    app.router.add_route(method, path, handler)
-    return await serve_app(app)
+    return await serve_handler(handler, "GET", "/metrics")
 
 
 async def _idle_engine(chat) -> tuple[web.AppRunner, str]:
@@ -360,7 +352,7 @@ async def test_an_answer_that_breaks_off_mid_stream_is_retryable_not_a_crash():
         request.transport.close()  # killed mid-answer: the chunked body never ends
         return resp
 
-    runner, url = await _loopback_server("POST", "/v1/chat/completions", dying_engine)
+    runner, url = await serve_handler(dying_engine)
     try:
         with (
             closing(EngineClient()) as engines,
@@ -384,7 +376,7 @@ async def test_a_connection_the_engine_dropped_before_answering_is_retried_once(
             return web.Response()
         return await sse_answer(request, FOUR)
 
-    runner, url = await _loopback_server("POST", "/v1/chat/completions", flaky_engine)
+    runner, url = await serve_handler(flaky_engine)
     try:
         with closing(EngineClient()) as engines:
             result = await chat(engines, url, {"model": "m", "messages": []}, timeout_s=10)
@@ -404,7 +396,7 @@ async def test_time_to_first_token_counts_a_token_that_has_no_text_yet():
         await resp.write(f"data: {json.dumps(FOUR)}\n\ndata: [DONE]\n\n".encode())
         return resp
 
-    runner, url = await _loopback_server("POST", "/v1/chat/completions", slow_text_engine)
+    runner, url = await serve_handler(slow_text_engine)
     try:
         with closing(EngineClient()) as engines:
             result = await chat(engines, url, {"model": "m", "messages": []}, timeout_s=10)
@@ -430,9 +422,7 @@ async def test_a_connection_reset_while_sending_the_request_is_retried_once():
         await request.read()
         return await sse_answer(request, FOUR)
 
-    runner, url = await _loopback_server(
-        "POST", "/v1/chat/completions", resetting_engine, max_body=16 * 2**20
-    )
+    runner, url = await serve_handler(resetting_engine, max_body=16 * 2**20)
     long_prompt = [{"role": "user", "content": "x" * 8_000_000}]  # still sending at the RST
     try:
         with closing(EngineClient()) as engines:
@@ -451,7 +441,7 @@ async def test_a_whole_answer_is_asked_for_in_one_piece_after_its_first_token():
         bodies.append(await request.json())
         return await sse_answer(request, FOUR)
 
-    runner, url = await _loopback_server("POST", "/v1/chat/completions", engine)
+    runner, url = await serve_handler(engine)
     body = {"model": "m", "messages": [], "max_tokens": 300}
     try:
         with closing(EngineClient()) as engines:
@@ -520,7 +510,7 @@ async def test_a_call_that_outruns_its_budget_on_a_live_engine_leaves_it_in_rout
         await asyncio.sleep(4)  # still generating when the 2 s step timeout fires
         return resp
 
-    runner, url = await _loopback_server("POST", "/v1/chat/completions", slow_engine)
+    runner, url = await serve_handler(slow_engine)
     try:
         endpoints = Endpoints(open_for_s=60.0, failures_to_open=1)
         view = LiveView(EngineScraper([url], interval_s=1.0, timeout_s=1.0), endpoints)
@@ -594,7 +584,7 @@ async def test_a_query_the_gateway_could_not_answer_in_time_counts_as_a_slo_miss
         await asyncio.sleep(3)  # still generating when the budget runs out
         return resp
 
-    engine, url = await _loopback_server("POST", "/v1/chat/completions", slow_engine)
+    engine, url = await serve_handler(slow_engine)
     pool = PoolConfig(name="slow", model="m", served_model_name="m", endpoints=[url])
     config = PipelineConfig(pipeline="p", pools=[pool], budget=Budget(slo_target=0.99))
     gateway = Gateway(Settings(), config=config)

@@ -25,7 +25,7 @@ from inframind.policy.types import Query
 from inframind.telemetry.scrape import EngineScraper
 from inframind.telemetry.snapshot import Endpoints, LiveView
 from inframind.vocab import Depth, TaskFamily, Topology
-from support.dataplane import ROLE, serve_app, sse_answer
+from support.dataplane import ROLE, serve_handler, sse_answer
 
 pytestmark = pytest.mark.unit
 
@@ -66,9 +66,7 @@ async def _race(
     calls: dict[str, list[str]] = {"first": [], "other": []}
     servers, urls = [], {}
     for name, (answer, after_s) in (("first", first), ("other", other)):
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", _engine(answer, after_s, calls[name]))
-        server, url = await serve_app(app)
+        server, url = await serve_handler(_engine(answer, after_s, calls[name]))
         servers.append(server)
         urls[name] = url
     pools = [

@@ -15,18 +15,12 @@ from aiohttp import web
 from inframind.orchestrator import wire
 from inframind.orchestrator.engine import EngineRejected, EngineUnavailable, chat, chat_stream
 from inframind.orchestrator.wire import EngineClient
-from support.dataplane import FOUR, serve_app, sse_answer
+from support.dataplane import FOUR, serve_app, serve_handler, sse_answer
 
 pytestmark = pytest.mark.unit
 
 USAGE = {"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 1}}
 ASK = {"model": "m", "messages": [{"role": "user", "content": "2+2?"}]}
-
-
-async def _engine(handler) -> tuple[web.AppRunner, str]:
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
-    return await serve_app(app)
 
 
 async def _answer(request: web.Request, *, close: bool = False) -> web.StreamResponse:
@@ -36,7 +30,7 @@ async def _answer(request: web.Request, *, close: bool = False) -> web.StreamRes
 
 
 async def test_consecutive_calls_share_a_connection_and_read_the_whole_answer():
-    runner, url = await _engine(_answer)
+    runner, url = await serve_handler(_answer)
     try:
         with closing(EngineClient()) as client:
             results = [await chat(client, url, ASK, timeout_s=5) for _ in range(3)]
@@ -53,7 +47,7 @@ async def test_a_connection_the_server_closes_or_that_sat_idle_too_long_is_not_r
     async def closing_answer(request: web.Request) -> web.StreamResponse:
         return await _answer(request, close=True)
 
-    runner, url = await _engine(closing_answer)
+    runner, url = await serve_handler(closing_answer)
     try:
         with closing(EngineClient()) as client:
             for _ in range(2):
@@ -62,7 +56,7 @@ async def test_a_connection_the_server_closes_or_that_sat_idle_too_long_is_not_r
     finally:
         await runner.cleanup()
 
-    runner, url = await _engine(_answer)
+    runner, url = await serve_handler(_answer)
     monkeypatch.setattr(wire, "IDLE_S", 0.05)
     try:
         with closing(EngineClient()) as client:
@@ -75,7 +69,7 @@ async def test_a_connection_the_server_closes_or_that_sat_idle_too_long_is_not_r
 
 
 async def test_an_engine_that_refuses_or_errs_says_so_and_is_asked_once():
-    runner, url = await _engine(_answer)
+    runner, url = await serve_handler(_answer)
     await runner.cleanup()  # nothing listens there any more
     with closing(EngineClient()) as client:
         with pytest.raises(EngineUnavailable, match=r"ConnectionRefused|Connect call failed"):
@@ -86,7 +80,7 @@ async def test_an_engine_that_refuses_or_errs_says_so_and_is_asked_once():
         status = 503 if (await request.json())["model"] == "busy" else 400
         return web.json_response({"error": {"message": "max_tokens too large"}}, status=status)
 
-    runner, url = await _engine(erring)
+    runner, url = await serve_handler(erring)
     try:
         with closing(EngineClient()) as client:
             with pytest.raises(EngineRejected, match="HTTP 400: max_tokens too large"):
@@ -193,11 +187,7 @@ async def test_an_https_endpoint_is_verified_against_the_trusted_certificates(
     server_tls.load_cert_chain(cert, key)
     app = web.Application()
     app.router.add_post("/v1/chat/completions", _answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_tls)
-    await site.start()
-    url = f"https://127.0.0.1:{runner.addresses[0][1]}"
+    runner, url = await serve_app(app, ssl_context=server_tls)
     try:
         with closing(EngineClient()) as client, pytest.raises(EngineUnavailable, match="CERT"):
             await chat(client, url, ASK, timeout_s=5)
@@ -218,7 +208,7 @@ async def test_bytes_that_are_not_utf8_in_an_answer_become_replacement_character
         await resp.write(b"data: [DONE]\n\n")
         return resp
 
-    runner, url = await _engine(latin1)
+    runner, url = await serve_handler(latin1)
     try:
         with closing(EngineClient()) as client:
             assert (await chat(client, url, ASK, timeout_s=5)).text == "caf\ufffd"
@@ -237,7 +227,7 @@ async def test_a_long_answer_read_slowly_holds_the_engine_back_instead_of_piling
         chunk = {"choices": [{"delta": {"content": piece}}]}
         return await sse_answer(request, *[chunk] * pieces, USAGE)
 
-    runner, url = await _engine(long_answer)
+    runner, url = await serve_handler(long_answer)
     try:
         with closing(EngineClient()) as client:
             text = []
