@@ -177,7 +177,7 @@ class Response:
         conn = self._conn
         while True:
             if conn.body:
-                data = conn.body[0] if len(conn.body) == 1 else b"".join(conn.body)
+                data = b"".join(conn.body)  # one piece: that piece itself, not a copy
                 conn.taken()
                 return data
             if conn.complete:
