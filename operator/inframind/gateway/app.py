@@ -57,6 +57,19 @@ def _json(data: Any, status: int = 200) -> web.Response:
     return web.Response(body=_dumps(data), status=status, content_type="application/json")
 
 
+def _sse(data: Any) -> bytes:
+    """One server-sent event carrying `data` as JSON."""
+    return b"data: " + _dumps(data) + b"\n\n"
+
+
+def _usage(outcome: Outcome) -> dict[str, int]:
+    return {
+        "prompt_tokens": outcome.prompt_tokens,
+        "completion_tokens": outcome.completion_tokens,
+        "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
+    }
+
+
 def _error(status: int, message: str, code: str, **extra: Any) -> web.Response:
     body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
     body["error"].update(extra)
@@ -439,11 +452,7 @@ class Gateway:
                     "finish_reason": "stop",
                 }
             ],
-            "usage": {
-                "prompt_tokens": outcome.prompt_tokens,
-                "completion_tokens": outcome.completion_tokens,
-                "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
-            },
+            "usage": _usage(outcome),
             "inframind": trace,
         }
 
@@ -464,15 +473,16 @@ class Gateway:
         created = int(time.time())
 
         def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> bytes:
-            payload = {
-                "id": cid,
-                "object": "chat.completion.chunk",
-                "created": created,
-                "model": req.pipeline,
-                "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-                **extra,
-            }
-            return b"data: " + _dumps(payload) + b"\n\n"
+            return _sse(
+                {
+                    "id": cid,
+                    "object": "chat.completion.chunk",
+                    "created": created,
+                    "model": req.pipeline,
+                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+                    **extra,
+                }
+            )
 
         await resp.write(chunk({"role": "assistant", "content": ""}))
 
@@ -483,26 +493,19 @@ class Gateway:
             outcome = await runner.run(query, req.messages, plan, decision_us, on_delta=on_delta)
         except PipelineFailed as exc:
             self._account_failure(req.pipeline, exc)
-            err = {
-                "error": {"message": str(exc), "code": "pipeline_failed", "inframind": exc.trace}
-            }
-            await resp.write(b"data: " + _dumps(err) + b"\n\n")
-            await resp.write(b"data: [DONE]\n\n")
-            return resp
+            last = _sse(
+                {"error": {"message": str(exc), "code": "pipeline_failed", "inframind": exc.trace}}
+            )
         except Exception as exc:  # an engine error after text was streamed
             self.metrics.requests.labels(req.pipeline, "502").inc()
             self._observe(met_budget=False)
-            err = {"error": {"message": f"the answer broke off: {exc}", "code": "stream_broken"}}
-            await resp.write(b"data: " + _dumps(err) + b"\n\n")
-            await resp.write(b"data: [DONE]\n\n")
-            return resp
-        trace = self._account(outcome)
-        usage = {
-            "prompt_tokens": outcome.prompt_tokens,
-            "completion_tokens": outcome.completion_tokens,
-            "total_tokens": outcome.prompt_tokens + outcome.completion_tokens,
-        }
-        await resp.write(chunk({}, "stop", usage=usage, inframind=trace))
+            last = _sse(
+                {"error": {"message": f"the answer broke off: {exc}", "code": "stream_broken"}}
+            )
+        else:
+            trace = self._account(outcome)
+            last = chunk({}, "stop", usage=_usage(outcome), inframind=trace)
+        await resp.write(last)
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
         return resp
