@@ -711,3 +711,44 @@ def test_numpy_numbers_in_a_response_are_plain_json_numbers():
 
     resp = _json({"kv_usage": np.float64(0.5), "waiting": np.int64(3), "ok": np.bool_(True)})
     assert json.loads(resp.body) == {"kv_usage": 0.5, "waiting": 3, "ok": True}
+
+
+async def test_steps_not_started_yet_still_count_after_a_config_reload():
+    """A config reload replaces the runner while an ensemble's proposers have been created
+    but have not started (so hold no endpoint): the new runner's admission still counts
+    them. Each runner used to keep its own count, so the new one started at 0."""
+    import time
+
+    async def slow_engine(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = await sse_answer(request, ROLE, done=False)
+        await asyncio.sleep(0.2)
+        await resp.write(f"data: {json.dumps(FOUR)}\n\ndata: [DONE]\n\n".encode())
+        return resp
+
+    engine, url = await _idle_engine(slow_engine)
+    config = PipelineConfig(
+        pipeline="p",
+        pools=[PoolConfig(name="b", model="m", served_model_name="m", endpoints=[url],
+                          max_num_seqs=2)],
+        topologies=[Topology.ENSEMBLE],
+    )  # fmt: skip
+    gateway = Gateway(Settings(), config=config)
+    gateway.apply_config(config)
+    old = gateway.runner
+    query = Query(id="q-1", task=TaskFamily.MATH, budget_s=30, arrival_s=time.time())
+    plan, _, _ = old.plan(query)
+    width = len(plan.waves[0])
+    assert plan.topology is Topology.ENSEMBLE and width > 1
+    messages = [{"role": "user", "content": "2+2?"}]
+    try:
+        run = asyncio.create_task(old.run(query, messages, plan))
+        await asyncio.sleep(0)  # run() reaches its first wave: proposers created, not started
+        gateway.apply_config(config)
+        assert gateway.runner is not old
+        assert gateway.runner.pending == width
+        outcome = await run
+        assert outcome.text and gateway.runner.pending == 0
+    finally:
+        gateway._engines.close()
+        await engine.cleanup()

@@ -233,8 +233,6 @@ class Runner:
     ) -> None:
         self.pipeline = pipeline
         self.rescue = rescue
-        # Steps of admitted queries that have not taken an endpoint yet (see run()).
-        self.pending = 0
         self.client = client
         self.view = view
         self.policy = policy
@@ -245,6 +243,13 @@ class Runner:
         self.slots.configure(
             {u: p.max_num_seqs for p in view.pools if p.max_num_seqs for u in p.endpoints}
         )
+
+    @property
+    def pending(self) -> int:
+        """Steps of admitted queries that have not taken an endpoint yet (see run()), of
+        this runner and of any before it that shared its slots, whose waves may still be
+        starting after a config reload."""
+        return self.slots.pending
 
     def plan(self, query: Query) -> tuple[Plan, ClusterSnapshot, float]:
         snapshot = self.view.snapshot(now=query.arrival_s)
@@ -315,13 +320,13 @@ class Runner:
                 # `pending` load for admission, or a burst of ensembles was all admitted
                 # and then waited out its budget for batch slots.
                 left = [len(jobs)]
-                self.pending += len(jobs)
+                self.slots.pending += len(jobs)
                 try:
                     results = await asyncio.gather(
                         *(self._counted(job, left) for job in jobs), return_exceptions=True
                     )
                 finally:
-                    self.pending -= left[0]  # steps cancelled before they ever ran
+                    self.slots.pending -= left[0]  # steps cancelled before they ever ran
             answers = []
             for r in results:
                 if isinstance(r, CallResult):
@@ -351,7 +356,7 @@ class Runner:
         """Run a step that was counted as pending: from here it counts itself, as it takes
         its endpoint before it first yields."""
         left[0] -= 1
-        self.pending -= 1
+        self.slots.pending -= 1
         return await job
 
     def _finish(self, trace: QueryTrace, query: Query) -> None:

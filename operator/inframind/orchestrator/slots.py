@@ -38,6 +38,10 @@ class SlotQueue:
         self._waiting: dict[str, list[tuple[float, int, asyncio.Future[None]]]] = {}
         self._queued: dict[str, int] = {}  # live waiters per url
         self._arrivals = itertools.count()
+        # Steps of admitted queries created as tasks that have not run yet, so hold and
+        # wait for no slot: load that admission must count before any endpoint sees it
+        # (Runner.run). Kept here, not per runner, as it outlives config reloads too.
+        self.pending = 0
 
     def configure(self, limits: Mapping[str, int]) -> None:
         """Slots per endpoint URL; an endpoint left out is no longer gated. Calls already
