@@ -60,6 +60,9 @@ class Args:
     # Benchmarks drawn uniformly per query (repeat a name to weight it).
     benchmarks: tuple[str, ...] = ("math", "gsm-hard", "code", "mmlu-pro")
     wrong_credit: float = 0.3
+    # "sampled" (was the answer right) or "expected" (its probability; see EnvSettings).
+    reward: str = "sampled"
+    reward_samples: int = 32
     # PPO
     hidden: tuple[int, ...] = (64, 64)
     lr: float = 1e-4
@@ -193,6 +196,8 @@ def env_config(args: Args, lam: float) -> dict[str, Any]:
         "budget": args.budget,
         "benchmarks": list(args.benchmarks),
         "wrong_credit": args.wrong_credit,
+        "reward": args.reward,
+        "reward_samples": args.reward_samples,
         "seed": args.seed,
         "lam": lam,
         # Read by the Lagrange callback (EnvSettings keeps unknown keys in `extra`).
@@ -410,20 +415,35 @@ class RandomMasked(Policy):
 
 
 def evaluate(make_policy: Any, args: Args) -> dict[str, float]:
-    """Mean quality reward per query, accuracy, SLO and latency over the evaluation cells."""
-    rewards, correct, met, lat = [], [], [], []
+    """Mean quality reward per query, accuracy, SLO and latency over the evaluation cells.
+
+    `quality_expected` is the quality with each answer's chance of being right in place
+    of whether it was (the simulator's `p_correct`): the same mean, less noise, so
+    snapshots are selected by it."""
+    rewards, expected, correct, met, lat = [], [], [], [], []
+    credit = args.wrong_credit
     for load in args.eval_loads:
         for seed in args.eval_seeds:
             cfg = SimConfig(
-                rate_rpm=load, duration_s=args.eval_duration_s, budget=args.budget, seed=seed
+                rate_rpm=load,
+                duration_s=args.eval_duration_s,
+                budget=args.budget,
+                seed=seed,
+                expected_samples=args.reward_samples,
             )
             for r in simulate(make_policy(), cfg).records:
-                rewards.append(quality(r.correct, r.latency_s, r.budget_s, args.wrong_credit))
+                rewards.append(quality(r.correct, r.latency_s, r.budget_s, credit))
+                p = r.p_correct
+                expected.append(
+                    p * quality(True, r.latency_s, r.budget_s, credit)
+                    + (1 - p) * quality(False, r.latency_s, r.budget_s, credit)
+                )
                 correct.append(r.correct)
                 met.append(r.met_budget)
                 lat.append(r.latency_s)
     return {
         "quality": float(np.mean(rewards)),
+        "quality_expected": float(np.mean(expected)),
         "accuracy": float(np.mean(correct)),
         "slo_compliance": float(np.mean(met)),
         "latency_mean_s": float(np.mean(lat)),
@@ -576,8 +596,11 @@ def run(args: Args) -> int:
         scored = []
         for path in [*snapshots, candidate]:
             m = evaluate(lambda path=path: LearnedPolicy(path), args)
-            score = m["quality"] - 2.0 * max(0.0, args.select_slo - m["slo_compliance"])
-            print(f"{path.name}: quality {m['quality']:+.3f} SLO {m['slo_compliance']:.3f}")
+            score = m["quality_expected"] - 2.0 * max(0.0, args.select_slo - m["slo_compliance"])
+            print(
+                f"{path.name}: quality {m['quality']:+.4f} expected {m['quality_expected']:+.4f}"
+                f" accuracy {m['accuracy']:.4f} SLO {m['slo_compliance']:.4f}"
+            )
             scored.append((score, str(path)))
         best = Path(max(scored)[1])
         if best != candidate:

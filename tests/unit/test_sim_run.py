@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+
+import numpy as np
 import pytest
 
 from inframind.policy.heuristics import HEURISTICS, make_heuristic
@@ -53,4 +56,47 @@ def test_load_blind_moa_misses_more_slos_than_budget_greedy_at_high_load():
     print(
         f"\nmoa at 100 req/min: {moa.speed['queries_per_s']:,.0f} requests/s, "
         f"{moa.speed['events_per_s']:,.0f} events/s; one simulated hour ~ {hour:.1f} s wall"
+    )
+
+
+def test_expected_correctness_is_the_chance_the_sampled_answer_had():
+    """With `expected_samples`, each record carries P(right | difficulty, choices): over an
+    hour of queries it averages to the accuracy the coin flips gave, replaying the answers
+    changes no outcome, and one fresh step gets its exact probability."""
+    config = SimConfig(rate_rpm=30, duration_s=3600, seed=5)
+    for name in ("budget-greedy", "moa"):  # single steps; votes and an aggregator
+        plain = simulate(make_heuristic(name), config)
+        expected = simulate(make_heuristic(name), dataclasses.replace(config, expected_samples=32))
+        assert [r.correct for r in expected.records] == [r.correct for r in plain.records]
+        assert [r.latency_s for r in expected.records] == [r.latency_s for r in plain.records]
+        assert all(r.p_correct is None for r in plain.records)
+        p = np.array([r.p_correct for r in expected.records])
+        hits = np.array([r.correct for r in expected.records], dtype=float)
+        assert ((p >= 0) & (p <= 1)).all()
+        # Same mean as the coin flips, within three standard errors of their average.
+        se = np.sqrt(np.mean(p * (1 - p)) / len(p))
+        assert abs(hits.mean() - p.mean()) < 3 * se, name
+        # Right answers were the likelier ones.
+        assert p[hits == 1].mean() > p[hits == 0].mean() + 0.2, name
+
+
+def test_one_fresh_step_gets_its_exact_probability_and_votes_a_sampled_one():
+    from inframind.policy.plans import CATALOGUE
+    from inframind.sim.accuracy import AccuracyModel, Benchmark
+    from inframind.vocab import Depth, Topology
+
+    model = AccuracyModel()
+    rng = np.random.default_rng(0)
+    single = next(p for p in CATALOGUE if p.topology is Topology.SINGLE)
+    trail = [[("mistral-24b", Depth.CONCISE)]]
+    exact = model.p_correct("mistral-24b", Benchmark.MATH, Depth.CONCISE, 0.3)
+    assert model.expected_correct(single, trail, Benchmark.MATH, 0.3, 8, rng) == exact
+    debate = next(p for p in CATALOGUE if p.topology is Topology.DEBATE)
+    trail = [[("mistral-24b", Depth.CONCISE)] * len(w) for w in debate.waves]
+    many = model.expected_correct(debate, trail, Benchmark.MATH, 0.3, 4000, rng)
+    # A debate of one model on a query of middling difficulty beats a single call of it.
+    assert exact < many < 1.0
+    # The reference is one Concise call of the most accurate pool: harder is less likely.
+    assert model.reference_correct(Benchmark.MATH, -1.0) > model.reference_correct(
+        Benchmark.MATH, 1.0
     )

@@ -217,3 +217,31 @@ def test_capped_agent_queries_end_the_episode_once_theirs_complete():
     assert len(qids) == 15 == env.stats.queries
     ended = {aid for *_, term, _ in steps for aid, done in term.items() if done}
     assert ended - {"__all__"} == {aid for aid, *_ in steps}
+
+
+def test_expected_reward_takes_the_same_actions_with_far_less_spread():
+    """reward=expected scores a query by its chance of a right answer, less the query's
+    difficulty baseline: same choices and outcomes as sampled, per query the expectation
+    over the answer's coin flip, and the spread between queries cut several-fold."""
+    config = {**SMALL, "window_s": 600.0, "lam": 0.5}
+    sampled_env = InfraMindEnv(config)
+    expected_env = InfraMindEnv({**config, "reward": "expected", "reward_samples": 16})
+    sampled = rollout(sampled_env, heuristic_actor("budget-greedy"), seed=3)
+    expected = rollout(expected_env, heuristic_actor("budget-greedy"), seed=3)
+    assert [(s[0], s[2]) for s in sampled] == [(s[0], s[2]) for s in expected]  # same actions
+
+    def finals(steps: list[tuple]) -> dict[str, float]:
+        return {
+            aid: rew[aid]
+            for *_, rew, term, _ in steps
+            for aid in term
+            if aid.startswith("planner_")
+        }
+
+    a, b = finals(sampled), finals(expected)
+    assert a.keys() == b.keys() and len(a) > 100
+    r_sampled, r_expected = np.array(list(a.values())), np.array(list(b.values()))
+    assert r_expected.var() * 5 < r_sampled.var()
+    assert expected_env.stats.accuracy == sampled_env.stats.accuracy
+    with pytest.raises(ValueError, match="reward must be 'sampled' or 'expected'"):
+        InfraMindEnv({"reward": "coin"})

@@ -370,6 +370,43 @@ class AccuracyModel:
             return _plurality(last_wave)
         return last_wave[0]
 
+    def expected_correct(
+        self,
+        plan: Plan,
+        trail: Sequence[Sequence[tuple[str, Depth]]],
+        benchmark: Benchmark,
+        difficulty: float,
+        samples: int,
+        rng: np.random.Generator,
+    ) -> float:
+        """P(the pipeline's answer is right) for a query of this difficulty, given the
+        (model, depth) of every step of every wave: exact for one fresh step, else the
+        share of `samples` replays of the answers (a vote or a judge has no closed form)."""
+        if len(trail) == 1 and len(trail[0]) == 1:
+            (model, depth) = trail[0][0]
+            return self.p_correct(model, benchmark, depth, difficulty)
+        right = 0
+        for _ in range(samples):
+            answers: list[int] = []
+            for roles, choices in zip(plan.waves, trail, strict=True):
+                answers = [
+                    self.step_answer(
+                        model, benchmark, depth, difficulty, role, answers, rng, slot=slot
+                    )
+                    for slot, (role, (model, depth)) in enumerate(zip(roles, choices, strict=True))
+                ]
+            right += self.final_answer(plan, answers) == CORRECT
+        return right / samples
+
+    def reference_correct(self, benchmark: Benchmark, difficulty: float) -> float:
+        """P(correct) of one Concise call to the pool most accurate on this benchmark.
+
+        A yardstick of how hard this query is, in the same units as `expected_correct`,
+        that depends on the query and never on what a policy chose: a training reward can
+        subtract it (a baseline) without biasing the policy gradient."""
+        best = max(self.models, key=lambda m: self._target[m, benchmark, Depth.CONCISE])
+        return self.p_correct(best, benchmark, Depth.CONCISE, difficulty)
+
     # -- rules -----------------------------------------------------------------------------
 
     def _wrong(self, benchmark: Benchmark, rng: np.random.Generator) -> int:

@@ -31,7 +31,15 @@ from typing import Any
 import numpy as np
 
 from ..policy.base import Policy
-from ..policy.types import Choice, ClusterSnapshot, Plan, Query, StepContext, priority_for
+from ..policy.types import (
+    Choice,
+    ClusterSnapshot,
+    Depth,
+    Plan,
+    Query,
+    StepContext,
+    priority_for,
+)
 from ..vocab import SchedulerKind
 from .accuracy import MAX_OUTPUT_TOKENS, AccuracyModel
 from .calibration import MAX_MODEL_LEN, pool_names, pool_profiles
@@ -48,6 +56,10 @@ class SimConfig:
     budget: str = "loguniform:10:60"
     seed: int = 0
     placement: str = "b200x2"
+    # With N > 0 every record also carries `p_correct`: the probability that the query's
+    # answer is right given its difficulty and the choices made, over N replays of its
+    # answers (exact for one fresh step). A training reward with the coin flip averaged out.
+    expected_samples: int = 0
 
     def workload(self) -> WorkloadSpec:
         return WorkloadSpec(
@@ -73,6 +85,10 @@ class QueryRecord:
     plan: str
     met_budget: bool
     preemptions: int = 0
+    # Set when SimConfig.expected_samples > 0: P(right answer | difficulty, choices), and
+    # the same for one Concise call to the most accurate pool (AccuracyModel).
+    p_correct: float | None = None
+    p_reference: float | None = None
 
 
 @dataclass
@@ -141,6 +157,7 @@ class _Active:
         "rng",
         "sq",
         "tokens",
+        "trail",
         "used_pools",
         "wave",
         "wave_tokens",
@@ -153,7 +170,8 @@ class _Active:
         self.wave = 0
         self.answers: list[int] = []  # previous wave's answers, slot order
         self.context = 0  # output tokens of the previous wave, read by the next
-        self.choices: list[tuple[str, object]] = []
+        self.choices: list[tuple[str, Depth]] = []
+        self.trail: list[list[tuple[str, Depth]]] = []  # every finished wave's choices
         self.wave_tokens = 0
         self.pending = 0
         self.calls = 0
@@ -277,6 +295,7 @@ def serve(
             for slot, (role, (model, depth)) in enumerate(zip(roles, q.choices, strict=True))
         ]
         q.answers = answers
+        q.trail.append(q.choices)
         q.context = q.wave_tokens
         q.wave += 1
         if q.wave < len(q.plan.waves):
@@ -297,6 +316,12 @@ def serve(
             met_budget=latency <= query.budget_s,
             preemptions=q.preemptions,
         )
+        if config.expected_samples > 0:
+            # The query's generator is not drawn from again, so replays change nothing else.
+            record.p_correct = accuracy.expected_correct(
+                q.plan, q.trail, sq.benchmark, sq.difficulty, config.expected_samples, q.rng
+            )
+            record.p_reference = accuracy.reference_correct(sq.benchmark, sq.difficulty)
         records.append(record)
         del active[int(query.id)]
         yield QueryDone(record)
