@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from multidict import CIMultiDict, CIMultiDictProxy
+
 from ..api.config import PipelineConfig
 from ..vocab import TaskFamily
 
@@ -73,7 +75,11 @@ def parse_request(
     pipelines: Mapping[str, PipelineConfig],
     max_prompt_chars: int,
 ) -> PipelineRequest:
-    """Validate a chat-completions body against the pipelines this gateway serves."""
+    """Validate a chat-completions body against the pipelines this gateway serves.
+
+    `headers` are looked up case-insensitively; aiohttp's already are."""
+    if not isinstance(headers, CIMultiDict | CIMultiDictProxy):
+        headers = CIMultiDict(headers)
     if not isinstance(body, dict):
         raise RequestError(400, "the request body must be a JSON object", "invalid_body")
     model = body.get("model")
@@ -135,9 +141,7 @@ def parse_request(
             "invalid_body",
             "inframind",
         )
-    header_budget = next(
-        (v for k, v in headers.items() if k.lower() == BUDGET_HEADER.lower()), None
-    )
+    header_budget = headers.get(BUDGET_HEADER)
     if header_budget is not None:
         budget = _number(header_budget, f"header {BUDGET_HEADER}", BUDGET_HEADER)
     elif "budget_s" in ext:
@@ -153,8 +157,7 @@ def parse_request(
             "inframind.budget_s",
         )
 
-    task_raw = next((v for k, v in headers.items() if k.lower() == TASK_HEADER.lower()), None)
-    task_raw = task_raw or ext.get("task")
+    task_raw = headers.get(TASK_HEADER) or ext.get("task")
     task = None
     if task_raw is not None:
         try:
