@@ -35,7 +35,7 @@ from inframind.policy.runtime import LearnedPolicy
 from inframind.policy.types import DEPTH_INDEX, DEPTHS, Choice
 from inframind.sim.run import PlanRequest, SimConfig, simulate
 
-from .env import EXECUTOR, PLANNER, EpisodeStats, InfraMindEnv, quality
+from .env import EXECUTOR, PLANNER, EpisodeStats, InfraMindEnv, quality, shaped_reward
 
 DEFAULT_ARTIFACT = (
     Path(__file__).resolve().parents[2] / "operator/inframind/policy/data/inframind-policy.npz"
@@ -433,11 +433,7 @@ def evaluate(make_policy: Any, args: Args) -> dict[str, float]:
             )
             for r in simulate(make_policy(), cfg).records:
                 rewards.append(quality(r.correct, r.latency_s, r.budget_s, credit))
-                p = r.p_correct
-                expected.append(
-                    p * quality(True, r.latency_s, r.budget_s, credit)
-                    + (1 - p) * quality(False, r.latency_s, r.budget_s, credit)
-                )
+                expected.append(shaped_reward(r.p_correct, r.latency_s, r.budget_s, 0.0, credit))
                 correct.append(r.correct)
                 met.append(r.met_budget)
                 lat.append(r.latency_s)
