@@ -52,3 +52,17 @@ def test_presets_and_flags_parse_into_one_dataclass():
     assert args.out == train.DEFAULT_ARTIFACT
     smoke = train.parse_args([])
     assert smoke.mode == "smoke" and smoke.out != train.DEFAULT_ARTIFACT
+
+
+def test_snapshot_selection_never_trades_the_slo_for_quality():
+    within = {"slo_compliance": 0.9991, "quality_expected": 0.40}
+    richer_but_late = {"slo_compliance": 0.9978, "quality_expected": 0.42}
+    later_still = {"slo_compliance": 0.9950, "quality_expected": 0.45}
+    better_within = {"slo_compliance": 0.9995, "quality_expected": 0.41}
+
+    def best(*candidates: dict) -> dict:
+        return max(candidates, key=lambda m: train.selection_key(m, 0.999))
+
+    assert best(within, richer_but_late) is within
+    assert best(within, better_within, richer_but_late) is better_within
+    assert best(richer_but_late, later_still) is richer_but_late  # none within: best SLO
