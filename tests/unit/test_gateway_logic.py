@@ -127,6 +127,19 @@ async def _idle_engine(chat) -> tuple[web.AppRunner, str]:
     return await serve_app(app)
 
 
+def _slow_answer(delay_s: float):
+    """A chat handler that starts its stream at once and answers "4" after `delay_s`."""
+
+    async def chat(request: web.Request) -> web.StreamResponse:
+        await request.read()
+        resp = await sse_answer(request, ROLE, done=False)
+        await asyncio.sleep(delay_s)
+        await resp.write(f"data: {json.dumps(FOUR)}\n\ndata: [DONE]\n\n".encode())
+        return resp
+
+    return chat
+
+
 async def test_an_engine_too_busy_to_answer_metrics_keeps_its_last_load():
     """A saturated CPU engine can take longer than the scrape timeout to serve /metrics: its
     last values stay (flagged stale), so it does not suddenly look less busy than a pool
@@ -660,14 +673,8 @@ async def test_a_burst_is_admitted_up_to_its_class_threshold_and_no_further(topo
 
     from inframind.controller.loads import build_routing
 
-    async def slow_engine(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        resp = await sse_answer(request, ROLE, done=False)
-        await asyncio.sleep(1.5)  # none of the burst finishes while the rest arrives
-        await resp.write(f"data: {json.dumps(FOUR)}\n\ndata: [DONE]\n\n".encode())
-        return resp
-
-    engine, url = await _idle_engine(slow_engine)
+    # None of the burst finishes while the rest arrives.
+    engine, url = await _idle_engine(_slow_answer(1.5))
     config = PipelineConfig(
         pipeline="p",
         pools=[PoolConfig(name="b", model="m", served_model_name="m", endpoints=[url],
@@ -719,14 +726,7 @@ async def test_steps_not_started_yet_still_count_after_a_config_reload():
     them. Each runner used to keep its own count, so the new one started at 0."""
     import time
 
-    async def slow_engine(request: web.Request) -> web.StreamResponse:
-        await request.read()
-        resp = await sse_answer(request, ROLE, done=False)
-        await asyncio.sleep(0.2)
-        await resp.write(f"data: {json.dumps(FOUR)}\n\ndata: [DONE]\n\n".encode())
-        return resp
-
-    engine, url = await _idle_engine(slow_engine)
+    engine, url = await _idle_engine(_slow_answer(0.2))
     config = PipelineConfig(
         pipeline="p",
         pools=[PoolConfig(name="b", model="m", served_model_name="m", endpoints=[url],
