@@ -144,7 +144,7 @@ class LearnedPolicy(Policy):
         # a one-step first wave on one snapshot (Runner.run), and the fields (a quarter of a
         # query's decision time) would be computed twice. Matched by identity: a snapshot
         # is immutable, and this reference keeps it from being reused by another.
-        self._decided: tuple[ClusterSnapshot, Query, float, list[float]] | None = None
+        self._decided: tuple[ClusterSnapshot, Query, list[float]] | None = None
 
     def _check_shapes(self) -> None:
         want = [
@@ -160,18 +160,19 @@ class LearnedPolicy(Policy):
 
     def decide(self, snapshot: ClusterSnapshot, query: Query) -> Plan:
         x = query_fields(snapshot, query, snapshot.now)
-        self._decided = (snapshot, query, snapshot.now, x[:])  # the net appends to x
+        self._decided = (snapshot, query, x[:])  # the net appends to x
         return CATALOGUE[int(self._plan_net(x, len(snapshot.profiles)).argmax())]
 
     def choose(self, snapshot: ClusterSnapshot, step: StepContext) -> Choice:
         decided = self._decided
+        # The decision's fields were taken at its snapshot's time; a step's at its own.
         if (
             decided is not None
             and decided[0] is snapshot
             and decided[1] is step.query
-            and decided[2] == step.now
+            and step.now == snapshot.now
         ):
-            x = decided[3][:]
+            x = decided[2][:]
         else:
             x = query_fields(snapshot, step.query, step.now)
         # Each pool's "present" field is 1.0 when it is available: the mask's key.
