@@ -258,6 +258,11 @@ class AccuracyModel:
                     self._target[m, b, d] = float(targets[i, j, k])
                     self._tok[m, b, d] = _token_params(m, b, d)
         self._wrong_ids = itertools.count(ATTRACTOR + 1)
+        # Per benchmark, the model most accurate in one Concise call (reference_correct).
+        self._reference = {
+            b: max(self.models, key=lambda m, b=b: self._target[m, b, Depth.CONCISE])
+            for b in _BENCHMARKS
+        }
         # Keyed by the position in MODELS, so a model's u does not depend on the pool list.
         self._model_key = {m: MODELS.index(m) + 1 for m in self.models}
         # u per (difficulty, model): a query's calls come close together in time.
@@ -404,8 +409,7 @@ class AccuracyModel:
         A yardstick of how hard this query is, in the same units as `expected_correct`,
         that depends on the query and never on what a policy chose: a training reward can
         subtract it (a baseline) without biasing the policy gradient."""
-        best = max(self.models, key=lambda m: self._target[m, benchmark, Depth.CONCISE])
-        return self.p_correct(best, benchmark, Depth.CONCISE, difficulty)
+        return self.p_correct(self._reference[benchmark], benchmark, Depth.CONCISE, difficulty)
 
     # -- rules -----------------------------------------------------------------------------
 
