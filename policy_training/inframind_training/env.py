@@ -84,14 +84,10 @@ def shaped_reward(
     the latency the query really had.
     """
     cost = 1.0 if latency_s > budget_s else 0.0
-    if isinstance(correct, bool):
-        q = quality(correct, latency_s, budget_s, wrong_credit)
-    else:
-        p = float(correct)
-        q = p * quality(True, latency_s, budget_s, wrong_credit) + (1.0 - p) * quality(
-            False, latency_s, budget_s, wrong_credit
-        )
-    return q - lam * cost
+    p = float(correct)  # True / False are the probabilities 1 / 0: quality itself
+    right = quality(True, latency_s, budget_s, wrong_credit)
+    wrong = quality(False, latency_s, budget_s, wrong_credit)
+    return p * right + (1.0 - p) * wrong - lam * cost
 
 
 @dataclass(frozen=True)
