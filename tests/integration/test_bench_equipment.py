@@ -11,7 +11,7 @@ import aiohttp
 import pytest
 
 from inframind.bench import instant, passthrough
-from support.dataplane import serve_app
+from support.dataplane import serve_app, serve_handler
 
 pytestmark = pytest.mark.integration
 
@@ -70,9 +70,7 @@ async def test_the_bench_client_keeps_one_connection_per_path_and_survives_a_clo
             return web.json_response({"error": "bad"}, status=400)
         return web.json_response({"ok": True})
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", chat)
-    runner, base = await serve_app(app, keepalive_timeout=0.2)  # idle ones closed quickly
+    runner, base = await serve_handler(chat, keepalive_timeout=0.2)  # idle ones closed quickly
     url = f"{base}/v1/chat/completions"
     client = _Client(keep_alive=True)
     try:

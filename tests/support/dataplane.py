@@ -57,12 +57,13 @@ async def serve_handler(
     method: str = "POST",
     path: str = "/v1/chat/completions",
     max_body: int = 2**20,
+    **serve: Any,
 ) -> tuple[web.AppRunner, str]:
     """One handler on one route, served on loopback (by default an engine's chat
-    completions): (its runner, to clean up; its base URL)."""
+    completions; `serve` goes to serve_app): (its runner, to clean up; its base URL)."""
     app = web.Application(client_max_size=max_body)
     app.router.add_route(method, path, handler)
-    return await serve_app(app)
+    return await serve_app(app, **serve)
 
 
 # Chunks of a vLLM chat stream: the role (sent with the first token), and an answer.

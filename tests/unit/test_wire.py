@@ -185,9 +185,7 @@ async def test_an_https_endpoint_is_verified_against_the_trusted_certificates(
     )  # fmt: skip
     server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     server_tls.load_cert_chain(cert, key)
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", _answer)
-    runner, url = await serve_app(app, ssl_context=server_tls)
+    runner, url = await serve_handler(_answer, ssl_context=server_tls)
     try:
         with closing(EngineClient()) as client, pytest.raises(EngineUnavailable, match="CERT"):
             await chat(client, url, ASK, timeout_s=5)
