@@ -68,22 +68,39 @@ def quality(correct: bool, latency_s: float, budget_s: float, wrong_credit: floa
     return -1.0 + wrong_credit * min(1.0, ratio)
 
 
+def budget_cost(latency_s: float, budget_s: float, ramp_from: float = 1.0) -> float:
+    """The constraint's cost of one query: 1 if it missed its budget, else 0 below
+    `ramp_from` x budget and a linear ramp from there to the budget.
+
+    With `ramp_from` = 1 it is the indicator of the very event the constraint
+    bounds. Below 1, near misses cost too: at a 0.1 % target a training
+    iteration sees about one miss, so the indicator alone tells the policy
+    almost nothing about which decisions run close to the budget."""
+    ratio = latency_s / budget_s
+    if ratio > 1.0:
+        return 1.0
+    if ramp_from >= 1.0 or ratio <= ramp_from:
+        return 0.0
+    return (ratio - ramp_from) / (1.0 - ramp_from)
+
+
 def shaped_reward(
     correct: bool | float,
     latency_s: float,
     budget_s: float,
     lam: float,
     wrong_credit: float = 0.3,
+    ramp_from: float = 1.0,
 ) -> float:
-    """The Lagrangian reward: quality minus lambda x cost, cost = 1 if the budget was missed.
+    """The Lagrangian reward: quality minus lambda x `budget_cost`.
 
-    The cost is the indicator of the very event the constraint bounds (the
-    violation rate), so dual ascent on (violation rate - SLO target) prices it
-    consistently. `correct` may be a probability (the simulator's `p_correct`):
-    the reward is then quality's expectation over the answer's coin flip, at
-    the latency the query really had.
+    Dual ascent on (violation rate - SLO target) moves lambda, so the cost must
+    be 1 for a miss; the ramp (`ramp_from` < 1) only adds signal before it.
+    `correct` may be a probability (the simulator's `p_correct`): the reward is
+    then quality's expectation over the answer's coin flip, at the latency the
+    query really had.
     """
-    cost = 1.0 if latency_s > budget_s else 0.0
+    cost = budget_cost(latency_s, budget_s, ramp_from)
     p = float(correct)  # True / False are the probabilities 1 / 0: quality itself
     right = quality(True, latency_s, budget_s, wrong_credit)
     wrong = quality(False, latency_s, budget_s, wrong_credit)
@@ -121,6 +138,8 @@ class EnvSettings:
     reward: str = "sampled"
     reward_samples: int = 32
     lam: float = 0.0
+    # Where the cost starts to ramp up towards a missed budget (see `budget_cost`).
+    cost_ramp_from: float = 1.0
     # The pipeline limits the masks encode (AgentPipeline spec.maxAgents, depths).
     max_agents: int = 6
     depths: tuple[str, ...] = tuple(d.value for d in DEPTHS)
@@ -309,9 +328,9 @@ class InfraMindEnv(MultiAgentEnv):
 
     def reward_of(self, rec: Any) -> float:
         """A completed query's reward for both of its agents (see EnvSettings.reward)."""
-        credit = self.settings.wrong_credit
+        credit, ramp = self.settings.wrong_credit, self.settings.cost_ramp_from
         if rec.p_correct is None:
-            return shaped_reward(rec.correct, rec.latency_s, rec.budget_s, self.lam, credit)
+            return shaped_reward(rec.correct, rec.latency_s, rec.budget_s, self.lam, credit, ramp)
         # The expectation over the answer's coin flip, less a baseline that depends only
         # on the query: how likely the most accurate pool is to answer it in one Concise
         # call, scaled by what a right answer is worth over a wrong one at half the budget.
@@ -319,7 +338,7 @@ class InfraMindEnv(MultiAgentEnv):
         # unbiased; it takes out the spread between easy and hard queries, which is most
         # of what is left (reward variance 0.78 -> 0.03 for budget-greedy's queries).
         worth = quality(True, 0.5, 1.0, credit) - quality(False, 0.5, 1.0, credit)
-        expected = shaped_reward(rec.p_correct, rec.latency_s, rec.budget_s, self.lam, credit)
+        expected = shaped_reward(rec.p_correct, rec.latency_s, rec.budget_s, self.lam, credit, ramp)
         return expected - worth * rec.p_reference
 
     # -- internals ---------------------------------------------------------

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -78,8 +79,17 @@ class Args:
     # Constraint: violation rate <= slo_target, lambda by dual ascent.
     slo_target: float = 0.001
     lam_init: float = 0.5
+    # "additive": lambda += dual_lr x (rate - target). "relative": lambda x=
+    # exp(dual_lr x (rate / target - 1)), from at least lam_floor: a step in proportion
+    # to the miss, where the additive step at a 0.1 % target is thousandths per iteration.
+    dual: str = "additive"
     dual_lr: float = 2.0
     lam_max: float = 3.0
+    lam_floor: float = 0.05
+    # The rate is measured over this many iterations (one sees ~1 miss at the target).
+    dual_window: int = 1
+    # The cost ramps from this fraction of the budget up to 1 at a miss (1: misses only).
+    cost_ramp_from: float = 1.0
     # Warm start: behaviour cloning of a heuristic before PPO. budget-greedy at its
     # default safety (0.7) misses 0.4-1.0 % of budgets, above slo_target; at 0.3 it
     # meets the target (`inframind bench --scenario headroom`), so PPO starts feasible.
@@ -205,9 +215,27 @@ def env_config(args: Args, lam: float) -> dict[str, Any]:
         "lam": lam,
         # Read by the Lagrange callback (EnvSettings keeps unknown keys in `extra`).
         "slo_target": args.slo_target,
+        "dual": args.dual,
         "dual_lr": args.dual_lr,
         "lam_max": args.lam_max,
+        "lam_floor": args.lam_floor,
+        "dual_window": args.dual_window,
+        "cost_ramp_from": args.cost_ramp_from,
     }
+
+
+def dual_step(lam: float, rate: float, cfg: dict[str, Any]) -> float:
+    """Lambda after one iteration whose (windowed) violation rate was `rate`."""
+    target = cfg["slo_target"]
+    if cfg.get("dual", "additive") == "additive":
+        lam = lam + cfg["dual_lr"] * (rate - target)
+    elif cfg["dual"] == "relative":
+        lam = max(lam, cfg.get("lam_floor", 0.05)) * float(
+            np.exp(cfg["dual_lr"] * (rate / target - 1.0))
+        )
+    else:
+        raise ValueError(f"dual must be 'additive' or 'relative', got {cfg['dual']!r}")
+    return float(np.clip(lam, 0.0, cfg["lam_max"]))
 
 
 def _runner_envs(env_runner: Any) -> list[InfraMindEnv]:
@@ -223,7 +251,9 @@ def make_callback_class() -> type:
         """Dual ascent on lambda after every iteration, from what the env runners saw."""
 
         def on_algorithm_init(self, *, algorithm: Any, **kwargs: Any) -> None:
-            self.lam = float(algorithm.config.env_config.get("lam", 0.0))
+            cfg = algorithm.config.env_config
+            self.lam = float(cfg.get("lam", 0.0))
+            self.window: deque[EpisodeStats] = deque(maxlen=int(cfg.get("dual_window", 1)))
 
         def on_train_result(self, *, algorithm: Any, result: dict, **kwargs: Any) -> None:
             cfg = algorithm.config.env_config
@@ -233,8 +263,10 @@ def make_callback_class() -> type:
             stats = EpisodeStats().merge([s for part in parts for s in part])
             violation = stats.violation_rate
             if stats.queries:
-                step = cfg["dual_lr"] * (violation - cfg["slo_target"])
-                self.lam = float(np.clip(self.lam + step, 0.0, cfg["lam_max"]))
+                self.window.append(stats)
+            windowed = EpisodeStats().merge(list(self.window)).violation_rate
+            if stats.queries:
+                self.lam = dual_step(self.lam, windowed, cfg)
             lam = self.lam
             algorithm.env_runner_group.foreach_env_runner(
                 lambda r: [e.set_lambda(lam) for e in _runner_envs(r)]
@@ -242,6 +274,7 @@ def make_callback_class() -> type:
             result["constraint"] = {
                 "lambda": lam,
                 "violation_rate": violation,
+                "violation_rate_window": windowed,
                 "accuracy": stats.accuracy,
                 "reward_per_query": stats.reward / max(1, stats.queries),
                 "latency_mean_s": stats.latency_s / max(1, stats.queries),

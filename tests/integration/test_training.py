@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 pytest.importorskip("ray.rllib", reason="training extras not installed (pip install .[train])")
@@ -66,3 +67,19 @@ def test_snapshot_selection_never_trades_the_slo_for_quality():
     assert best(within, richer_but_late) is within
     assert best(within, better_within, richer_but_late) is better_within
     assert best(richer_but_late, later_still) is richer_but_late  # none within: best SLO
+
+
+def test_dual_ascent_moves_lambda_towards_the_slo_target():
+    cfg = {"slo_target": 0.001, "dual_lr": 2.0, "lam_max": 3.0}
+    # Additive: thousandths per iteration at this target, clipped to [0, lam_max].
+    assert train.dual_step(0.5, 0.003, cfg) == pytest.approx(0.504)
+    assert train.dual_step(0.0, 0.0, cfg) == 0.0
+    # Relative: in proportion to the miss; from the floor when lambda is 0.
+    rel = {**cfg, "dual": "relative", "dual_lr": 0.2, "lam_max": 20.0, "lam_floor": 0.05}
+    assert train.dual_step(1.0, 0.003, rel) == pytest.approx(np.exp(0.4))
+    assert train.dual_step(1.0, 0.0, rel) == pytest.approx(np.exp(-0.2))
+    assert train.dual_step(1.0, 0.001, rel) == pytest.approx(1.0)
+    assert train.dual_step(0.0, 0.002, rel) == pytest.approx(0.05 * np.exp(0.2))
+    assert train.dual_step(19.0, 0.05, rel) == 20.0
+    with pytest.raises(ValueError, match="dual must be"):
+        train.dual_step(1.0, 0.0, {**cfg, "dual": "pid"})

@@ -21,6 +21,7 @@ from inframind.sim.calibration import pool_names
 from inframind.sim.run import PlanRequest, simulate
 from inframind_training.env import (
     InfraMindEnv,
+    budget_cost,
     nearest_valid_executor_action,
     policy_mapping_fn,
     quality,
@@ -145,6 +146,16 @@ def test_quality_first_shaping_matches_the_authors_formula():
     )
     assert shaped_reward(True, 30, 20, lam=2.0) == pytest.approx(quality(True, 30, 20) - 2.0)
     assert shaped_reward(True, 20, 20, lam=2.0) == 1.0  # on the budget is within it
+
+
+def test_the_cost_ramps_up_to_a_miss_only_when_asked():
+    # Default: the indicator of a missed budget, nothing else.
+    assert [budget_cost(x, 10) for x in (0, 8, 9.9, 10, 10.1, 100)] == [0, 0, 0, 0, 1, 1]
+    # Ramp from 80 % of the budget: near misses cost in proportion, a miss costs 1.
+    ramp = [budget_cost(x, 10, ramp_from=0.8) for x in (7, 8, 9, 10, 10.1)]
+    assert ramp == pytest.approx([0, 0, 0.5, 1.0, 1.0])
+    near = shaped_reward(True, 9, 10, lam=2.0, ramp_from=0.8)
+    assert near == pytest.approx(quality(True, 9, 10) - 1.0)
 
 
 def test_playing_a_heuristic_through_the_env_reproduces_simulate():
