@@ -256,3 +256,21 @@ def test_expected_reward_takes_the_same_actions_with_far_less_spread():
     assert expected_env.stats.accuracy == sampled_env.stats.accuracy
     with pytest.raises(ValueError, match="reward must be 'sampled' or 'expected'"):
         InfraMindEnv({"reward": "coin"})
+
+
+def test_splitting_by_budget_hands_each_query_to_one_policy():
+    from inframind.sim.run import SimConfig
+    from inframind_training.misses import SplitByBudget, count
+
+    split = SplitByBudget(make_heuristic("single-best"), make_heuristic("moa"), cut_s=20.0)
+    cfg = SimConfig(rate_rpm=20.0, duration_s=300.0, budget="loguniform:5:60", seed=3)
+    records = simulate(split, cfg).records
+    tight = {r.plan for r in records if r.budget_s <= 20.0}
+    loose = {r.plan for r in records if r.budget_s > 20.0}
+    assert tight and loose and tight.isdisjoint(loose)
+    assert all(r.calls == 1 for r in records if r.budget_s <= 20.0)
+    assert all(r.calls > 1 for r in records if r.budget_s > 20.0)
+    # The counts add up per query, with the tight misses a part of all misses.
+    m = count(lambda: split, 20.0, [3], "loguniform:5:60", 20.0, hours=300 / 3600)
+    assert m.queries == len(records) and m.missed_tight <= m.missed
+    assert m.missed == sum(not r.met_budget for r in records)
