@@ -116,6 +116,15 @@ class Args:
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        # Checked here, not minutes later when the first iteration ends.
+        if self.dual not in ("additive", "relative"):
+            raise ValueError(f"--dual must be 'additive' or 'relative', got {self.dual!r}")
+        if not 0.0 <= self.cost_ramp_from <= 1.0:
+            raise ValueError(f"--cost-ramp-from must be in [0, 1], got {self.cost_ramp_from}")
+        if self.dual_window < 1:
+            raise ValueError(f"--dual-window must be at least 1, got {self.dual_window}")
+
 
 PRESETS: dict[str, dict[str, Any]] = {
     "smoke": {},
@@ -238,6 +247,10 @@ def dual_step(lam: float, rate: float, cfg: dict[str, Any]) -> float:
     return float(np.clip(lam, 0.0, cfg["lam_max"]))
 
 
+def _rate(window: deque[EpisodeStats]) -> float:
+    return EpisodeStats().merge(list(window)).violation_rate
+
+
 def _runner_envs(env_runner: Any) -> list[InfraMindEnv]:
     env = env_runner.env
     envs = getattr(env, "envs", [env])
@@ -262,11 +275,10 @@ def make_callback_class() -> type:
             )
             stats = EpisodeStats().merge([s for part in parts for s in part])
             violation = stats.violation_rate
-            if stats.queries:
+            if stats.queries:  # an iteration without a completed query leaves lambda be
                 self.window.append(stats)
-            windowed = EpisodeStats().merge(list(self.window)).violation_rate
-            if stats.queries:
-                self.lam = dual_step(self.lam, windowed, cfg)
+                self.lam = dual_step(self.lam, _rate(self.window), cfg)
+            windowed = _rate(self.window)
             lam = self.lam
             algorithm.env_runner_group.foreach_env_runner(
                 lambda r: [e.set_lambda(lam) for e in _runner_envs(r)]

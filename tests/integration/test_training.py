@@ -53,6 +53,9 @@ def test_presets_and_flags_parse_into_one_dataclass():
     assert args.out == train.DEFAULT_ARTIFACT
     smoke = train.parse_args([])
     assert smoke.mode == "smoke" and smoke.out != train.DEFAULT_ARTIFACT
+    for bad, says in (("--dual=pid", "--dual must be"), ("--cost-ramp-from=1.5", "in \\[0, 1\\]")):
+        with pytest.raises(ValueError, match=says):
+            train.parse_args([bad])
 
 
 def test_snapshot_selection_never_trades_the_slo_for_quality():
