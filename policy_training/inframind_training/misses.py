@@ -12,13 +12,14 @@ the tight queries whoever serves them, the load from the looser ones is to blame
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 from pathlib import Path
 
 from inframind.policy.base import Policy
 from inframind.policy.heuristics import make_heuristic
 from inframind.policy.runtime import LearnedPolicy
 from inframind.sim.run import SimConfig, simulate
+
+from .env import EpisodeStats
 
 
 class SplitByBudget(Policy):
@@ -40,27 +41,17 @@ class SplitByBudget(Policy):
         return self._of(step.query).choose(snapshot, step)
 
 
-@dataclass
-class Misses:
-    queries: int = 0
-    missed: int = 0
-    missed_tight: int = 0
-    correct: int = 0
-
-
 def count(  # type: ignore[no-untyped-def]
     make_policy, load: float, seeds: list[int], budget: str, cut_s: float, hours: float = 1.0
-) -> Misses:
-    """Queries, misses (those with budget <= cut_s apart) and right answers over the seeds."""
-    out = Misses()
+) -> tuple[EpisodeStats, int]:
+    """Outcomes over the seeds, and how many of the misses had budgets <= cut_s."""
+    stats, tight = EpisodeStats(), 0
     for seed in seeds:
         cfg = SimConfig(rate_rpm=load, duration_s=3600.0 * hours, budget=budget, seed=seed)
         for r in simulate(make_policy(), cfg).records:
-            out.queries += 1
-            out.correct += r.correct
-            out.missed += not r.met_budget
-            out.missed_tight += (not r.met_budget) and r.budget_s <= cut_s
-    return out
+            stats.add(r, 0.0)
+            tight += (not r.met_budget) and r.budget_s <= cut_s
+    return stats, tight
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -88,11 +79,10 @@ def main(argv: list[str] | None = None) -> None:
     seeds = [int(s) for s in a.seeds.split(",")]
     for load in (float(x) for x in a.loads.split(",")):
         for name, make in variants.items():
-            m = count(make, load, seeds, a.budget, a.cut)
+            m, tight = count(make, load, seeds, a.budget, a.cut)
             print(
-                f"{load:5g} req/min  {name:30s} missed {m.missed:3d} (tight {m.missed_tight:3d})"
-                f"  SLO {100 * (1 - m.missed / m.queries):.3f} %"
-                f"  accuracy {100 * m.correct / m.queries:.2f} %"
+                f"{load:5g} req/min  {name:30s} missed {m.violations:3d} (tight {tight:3d})"
+                f"  SLO {100 * (1 - m.violation_rate):.3f} %  accuracy {100 * m.accuracy:.2f} %"
             )
 
 
