@@ -297,7 +297,9 @@ async def test_an_opened_breaker_probes_back_in_only_after_the_engine_answers_a_
         await runner.cleanup()
 
 
-async def test_with_every_breaker_open_an_engine_that_answers_scrapes_is_still_called():
+async def test_with_every_breaker_open_an_engine_that_answers_scrapes_is_still_called(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
     """One 5xx from the only engine opened its breaker (nothing else was in flight). While
     the engine answers its scrapes, refusing every call for the open time would turn a
     blip into an outage: it stays in routing as a last resort. An engine unheard from
@@ -333,6 +335,9 @@ async def test_with_every_breaker_open_an_engine_that_answers_scrapes_is_still_c
             await scraper.scrape_once(session)  # it answers
         assert endpoints.state(only) == "open"  # the breaker itself has not changed
         assert view.pick_endpoint(0) == only and view.snapshot().loads[0].available
+        assert view.routable() == {only}
+        # Said once when it began, not on every snapshot and pick while it lasts.
+        assert sum("last resort" in r.getMessage() for r in caplog.records) == 1
         assert view.pick_endpoint(0, exclude=[only]) is None  # a step tries it once
 
         view, scraper, endpoints = view_of(only, spare)

@@ -262,8 +262,7 @@ class Gateway:
         if self.config is None:
             reasons.append(self.config_error or "no pipeline configuration loaded")
         else:
-            usable = [u for p in self.config.pools for u in p.endpoints if self.view.usable(u)]
-            if not usable:
+            if not self.view.routable():
                 reasons.append(f"pipeline {self.config.pipeline} has no reachable pool endpoint")
         if reasons:
             return _json({"ready": False, "reasons": reasons}, 503)
@@ -295,6 +294,7 @@ class Gateway:
             return _json({"pools": []})
         snap = self.view.snapshot()
         loads = self.view.loads()
+        routable = self.view.routable()
         out = []
         for pool, load in zip(self.config.pools, snap.loads, strict=True):
             out.append(
@@ -315,8 +315,8 @@ class Gateway:
                             "error": loads[u].error if u in loads else "not scraped",
                             "breaker": self.endpoints.state(u),
                             # False only while out of routing; an open breaker can still
-                            # be in it, as a last resort (LiveView.usable).
-                            "in_routing": self.view.usable(u),
+                            # be in it, as a last resort (LiveView.routable).
+                            "in_routing": u in routable,
                         }
                         for u in pool.endpoints
                     },

@@ -635,8 +635,9 @@ class Runner:
 
     def _dead_pools(self, failed: list[str]) -> set[int]:
         dead = set()
+        routable = self.view.routable()
         for i, pool in enumerate(self.view.pools):
-            alive = [u for u in pool.endpoints if u not in failed and self.view.usable(u)]
+            alive = [u for u in pool.endpoints if u not in failed and u in routable]
             if not alive:
                 dead.add(i)
         return dead

@@ -209,24 +209,25 @@ class LiveView:
                 for p, prof in zip(self.pools, self.profiles, strict=True)
             )
 
-    def usable(self, url: str) -> bool:
-        """In routing: its breaker is closed or probing. When no endpoint of the pipeline's
-        is, an endpoint that has answered a scrape since its breaker opened is used all the
-        same, as a last resort (Envoy's panic routing, in spirit): one 5xx from the only
-        engine must not refuse every call for the breaker's open time while the engine is
-        plainly up. One unheard from since (down, hung) stays out: calls fail fast."""
-        if self.endpoints.usable(url):
-            return True
-        if any(self.endpoints.usable(u) for p in self.pools for u in p.endpoints):
-            self._last_resort = False
-            return False
-        if not self._last_resort:
-            self._last_resort = True
+    def routable(self) -> frozenset[str]:
+        """The pipeline's endpoints in routing now: those whose breaker is closed or probing.
+        When none is, an endpoint that has answered a scrape since its breaker opened is
+        used all the same, as a last resort (Envoy's panic routing, in spirit): one 5xx from
+        the only engine must not refuse every call for the breaker's open time while the
+        engine is plainly up. One unheard from since (down, hung) stays out: calls fail
+        fast. One pass over the endpoints; callers take it once per snapshot or pick."""
+        urls = [u for p in self.pools for u in p.endpoints]
+        closed = frozenset(u for u in urls if self.endpoints.usable(u))
+        last_resort = not closed
+        if last_resort and not self._last_resort:
             log.warning(
                 "every endpoint's breaker is open: any that answered a scrape since it failed"
                 " stays in routing as a last resort"
             )
-        return self.endpoints.alive_since_opened(url)
+        self._last_resort = last_resort
+        if closed:
+            return closed
+        return frozenset(u for u in urls if self.endpoints.alive_since_opened(u))
 
     # -- Prometheus fallback: a separate, optional signal ---------------------
 
@@ -254,9 +255,10 @@ class LiveView:
         loads = self.loads()
         config = self.pools[pool]
         routes = config.routes if self.routing_fresh else {}
+        routable = self.routable()
         best, best_key = None, None
         for url in config.endpoints:
-            if url in exclude or not self.usable(url):
+            if url in exclude or url not in routable:
                 continue
             scraped = loads.get(url)
             queued = (scraped.waiting or 0.0) if scraped else 0.0  # last known, even if stale
@@ -271,14 +273,17 @@ class LiveView:
 
     def snapshot(self, now: float | None = None) -> ClusterSnapshot:
         loads = self.loads()
+        routable = self.routable()
         return ClusterSnapshot(
             now=time.time() if now is None else now,
             profiles=self._live_profiles,
-            loads=tuple(self._pool_load(pool, loads) for pool in self.pools),
+            loads=tuple(self._pool_load(pool, loads, routable) for pool in self.pools),
         )
 
-    def _pool_load(self, pool: PoolConfig, loads: dict[str, EndpointLoad]) -> PoolLoad:
-        usable = [u for u in pool.endpoints if self.usable(u)]
+    def _pool_load(
+        self, pool: PoolConfig, loads: dict[str, EndpointLoad], routable: frozenset[str]
+    ) -> PoolLoad:
+        usable = [u for u in pool.endpoints if u in routable]
         # A stale endpoint keeps its last observed values (flagged): an engine too busy to
         # answer /metrics in time is far likelier still busy than idle, and the estimate
         # treats a stale pool as at least STALE_OCCUPANCY busy on top. Dropping its last
