@@ -118,6 +118,7 @@ demo: setup serve-setup
 bench: setup serve-setup
 	$(VENV)/bin/inframind bench --scenario paper
 	$(VENV)/bin/inframind bench --scenario headroom
+	$(VENV)/bin/inframind bench --scenario generalise
 	$(VENV)/bin/inframind bench --scenario decisions
 	$(VENV)/bin/inframind bench --scenario gateway
 	$(VENV)/bin/inframind bench --scenario overload

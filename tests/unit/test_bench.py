@@ -225,6 +225,10 @@ def test_generalise_uses_bursty_and_diurnal_arrivals_and_held_out_seeds():
     scenario = sc.build_scenario("generalise", Overrides(seed=0))
     assert {c.arrival for c in scenario.cells} == {"bursty", "diurnal"}
     assert all(c.seed >= sc.HELD_OUT_SEED_BASE for c in scenario.cells)
+    # Five held-out seeds per cell unless --seeds says otherwise.
+    assert len({c.seed for c in scenario.cells}) == 5
+    one = sc.build_scenario("generalise", Overrides(seed=0, seeds=1))
+    assert len({c.seed for c in one.cells}) == 1
 
 
 # --------------------------------------------------------------- with the real simulator
