@@ -91,6 +91,7 @@ def shaped_reward(
     lam: float,
     wrong_credit: float = 0.3,
     ramp_from: float = 1.0,
+    cost: float | None = None,
 ) -> float:
     """The Lagrangian reward: quality minus lambda x `budget_cost`.
 
@@ -98,13 +99,25 @@ def shaped_reward(
     be 1 for a miss; the ramp (`ramp_from` < 1) only adds signal before it.
     `correct` may be a probability (the simulator's `p_correct`): the reward is
     then quality's expectation over the answer's coin flip, at the latency the
-    query really had.
+    query really had. `cost`, when given, replaces `budget_cost` of the latency: its
+    expectation over replays (`expected_cost`).
     """
-    cost = budget_cost(latency_s, budget_s, ramp_from)
+    if cost is None:
+        cost = budget_cost(latency_s, budget_s, ramp_from)
     p = float(correct)  # True / False are the probabilities 1 / 0: quality itself
     right = quality(True, latency_s, budget_s, wrong_credit)
     wrong = quality(False, latency_s, budget_s, wrong_credit)
     return p * right + (1.0 - p) * wrong - lam * cost
+
+
+def expected_cost(replays: np.ndarray, budget_s: float, ramp_from: float = 1.0) -> float:
+    """`budget_cost` averaged over a query's replayed latencies (SimConfig.latency_samples):
+    with `ramp_from` = 1, the share of replays over budget, P(miss | the choices)."""
+    ratio = replays / budget_s
+    if ramp_from >= 1.0:
+        return float(np.mean(ratio > 1.0))
+    ramp = np.clip((ratio - ramp_from) / (1.0 - ramp_from), 0.0, 1.0)
+    return float(np.mean(np.where(ratio > 1.0, 1.0, ramp)))
 
 
 @dataclass(frozen=True)
@@ -140,6 +153,11 @@ class EnvSettings:
     lam: float = 0.0
     # Where the cost starts to ramp up towards a missed budget (see `budget_cost`).
     cost_ramp_from: float = 1.0
+    # "sampled": the cost of the latency the query had; "expected": its mean over
+    # `reward_samples` replays of the calls' output lengths (`replay_latencies`), so a
+    # choice that risks a miss pays for the risk on every query, not on the one in a
+    # thousand that misses. The dual still follows the misses that happened.
+    cost: str = "sampled"
     # The pipeline limits the masks encode (AgentPipeline spec.maxAgents, depths).
     max_agents: int = 6
     depths: tuple[str, ...] = tuple(d.value for d in DEPTHS)
@@ -160,6 +178,8 @@ class EnvSettings:
         settings = cls(**kwargs, extra={k: v for k, v in config.items() if k not in known})
         if settings.reward not in ("sampled", "expected"):
             raise ValueError(f"reward must be 'sampled' or 'expected', got {settings.reward!r}")
+        if settings.cost not in ("sampled", "expected"):
+            raise ValueError(f"cost must be 'sampled' or 'expected', got {settings.cost!r}")
         return settings
 
 
@@ -268,6 +288,7 @@ class InfraMindEnv(MultiAgentEnv):
             seed=int(rng.integers(0, 2**31 - 1)),
             placement=s.placement,
             expected_samples=s.reward_samples if s.reward == "expected" else 0,
+            latency_samples=s.reward_samples if s.cost == "expected" else 0,
         )
 
     # -- gymnasium API -----------------------------------------------------
@@ -329,8 +350,13 @@ class InfraMindEnv(MultiAgentEnv):
     def reward_of(self, rec: Any) -> float:
         """A completed query's reward for both of its agents (see EnvSettings.reward)."""
         credit, ramp = self.settings.wrong_credit, self.settings.cost_ramp_from
+        cost = None
+        if rec.latency_replays is not None:
+            cost = expected_cost(rec.latency_replays, rec.budget_s, ramp)
         if rec.p_correct is None:
-            return shaped_reward(rec.correct, rec.latency_s, rec.budget_s, self.lam, credit, ramp)
+            return shaped_reward(
+                rec.correct, rec.latency_s, rec.budget_s, self.lam, credit, ramp, cost
+            )
         # The expectation over the answer's coin flip, less a baseline that depends only
         # on the query: how likely the most accurate pool is to answer it in one Concise
         # call, scaled by what a right answer is worth over a wrong one at half the budget.
@@ -338,7 +364,9 @@ class InfraMindEnv(MultiAgentEnv):
         # unbiased; it takes out the spread between easy and hard queries, which is most
         # of what is left (reward variance 0.78 -> 0.03 for budget-greedy's queries).
         worth = quality(True, 0.5, 1.0, credit) - quality(False, 0.5, 1.0, credit)
-        expected = shaped_reward(rec.p_correct, rec.latency_s, rec.budget_s, self.lam, credit, ramp)
+        expected = shaped_reward(
+            rec.p_correct, rec.latency_s, rec.budget_s, self.lam, credit, ramp, cost
+        )
         return expected - worth * rec.p_reference
 
     # -- internals ---------------------------------------------------------

@@ -90,6 +90,9 @@ class Args:
     dual_window: int = 1
     # The cost ramps from this fraction of the budget up to 1 at a miss (1: misses only).
     cost_ramp_from: float = 1.0
+    # "sampled" (the query's own latency) or "expected" (over replays of its calls'
+    # output lengths: P(miss | choices); see EnvSettings.cost).
+    cost: str = "sampled"
     # Warm start: behaviour cloning of a heuristic before PPO. budget-greedy at its
     # default safety (0.7) misses 0.4-1.0 % of budgets, above slo_target; at 0.3 it
     # meets the target (`inframind bench --scenario headroom`), so PPO starts feasible.
@@ -122,6 +125,8 @@ class Args:
             raise ValueError(f"--dual must be 'additive' or 'relative', got {self.dual!r}")
         if not 0.0 <= self.cost_ramp_from <= 1.0:
             raise ValueError(f"--cost-ramp-from must be in [0, 1], got {self.cost_ramp_from}")
+        if self.cost not in ("sampled", "expected"):
+            raise ValueError(f"--cost must be 'sampled' or 'expected', got {self.cost!r}")
         if self.dual_window < 1:
             raise ValueError(f"--dual-window must be at least 1, got {self.dual_window}")
 
@@ -230,6 +235,7 @@ def env_config(args: Args, lam: float) -> dict[str, Any]:
         "lam_floor": args.lam_floor,
         "dual_window": args.dual_window,
         "cost_ramp_from": args.cost_ramp_from,
+        "cost": args.cost,
     }
 
 

@@ -53,7 +53,11 @@ def test_presets_and_flags_parse_into_one_dataclass():
     assert args.out == train.DEFAULT_ARTIFACT
     smoke = train.parse_args([])
     assert smoke.mode == "smoke" and smoke.out != train.DEFAULT_ARTIFACT
-    for bad, says in (("--dual=pid", "--dual must be"), ("--cost-ramp-from=1.5", "in \\[0, 1\\]")):
+    for bad, says in (
+        ("--dual=pid", "--dual must be"),
+        ("--cost-ramp-from=1.5", "in \\[0, 1\\]"),
+        ("--cost=guess", "--cost must be"),
+    ):
         with pytest.raises(ValueError, match=says):
             train.parse_args([bad])
 

@@ -80,6 +80,43 @@ def test_expected_correctness_is_the_chance_the_sampled_answer_had():
         assert p[hits == 1].mean() > p[hits == 0].mean() + 0.2, name
 
 
+def test_replayed_latencies_predict_how_many_budgets_are_missed():
+    """With `latency_samples`, each record carries its latency over replays of its calls'
+    output lengths. Replaying changes no outcome; the share of a query's replays over its
+    budget, P(miss | choices), adds up to about the misses that happened, and is far
+    higher on the queries that missed."""
+    config = SimConfig(rate_rpm=100, duration_s=3600, seed=5, budget="loguniform:5:120")
+    plain = simulate(make_heuristic("budget-greedy"), config)
+    replayed = simulate(
+        make_heuristic("budget-greedy"), dataclasses.replace(config, latency_samples=32)
+    )
+    assert [r.latency_s for r in replayed.records] == [r.latency_s for r in plain.records]
+    assert [r.correct for r in replayed.records] == [r.correct for r in plain.records]
+    assert all(r.latency_replays is None for r in plain.records)
+    assert all(r.latency_replays.shape == (32,) for r in replayed.records)
+    p = np.array([np.mean(r.latency_replays > r.budget_s) for r in replayed.records])
+    missed = np.array([not r.met_budget for r in replayed.records])
+    assert missed.sum() >= 20  # budget-greedy's default misses ~1 % here
+    assert abs(missed.sum() - p.sum()) < 3 * np.sqrt(np.sum(p * (1 - p))) + 2
+    assert p[missed].mean() > p[~missed].mean() + 0.1
+
+
+def test_a_call_replayed_at_its_own_length_takes_the_time_it_took():
+    from inframind.sim.cluster import Cluster, SimCall
+    from inframind.sim.run import call_time
+
+    cluster = Cluster(pools=["llama-8b"], kv_blocks=400)  # some calls queue, some preempt
+    calls = [SimCall(i, 0, 200 + 40 * i, 50 + 30 * i, priority=i) for i in range(24)]
+    for call in calls:
+        cluster.submit(call)
+    cluster.drain()
+    for call in calls:
+        assert call_time(call, call.output_tokens) == pytest.approx(call.latency_s)
+    # Longer at its own pace: twice the tokens, more than its time, less than twice it.
+    slow = calls[-1]
+    assert slow.latency_s < call_time(slow, 2 * slow.output_tokens) < 2 * slow.latency_s + 1e-9
+
+
 def test_one_fresh_step_gets_its_exact_probability_and_votes_a_sampled_one():
     from inframind.policy.plans import CATALOGUE
     from inframind.sim.accuracy import AccuracyModel, Benchmark

@@ -22,6 +22,7 @@ from inframind.sim.run import PlanRequest, simulate
 from inframind_training.env import (
     InfraMindEnv,
     budget_cost,
+    expected_cost,
     nearest_valid_executor_action,
     policy_mapping_fn,
     quality,
@@ -156,6 +157,46 @@ def test_the_cost_ramps_up_to_a_miss_only_when_asked():
     assert ramp == pytest.approx([0, 0, 0.5, 1.0, 1.0])
     near = shaped_reward(True, 9, 10, lam=2.0, ramp_from=0.8)
     assert near == pytest.approx(quality(True, 9, 10) - 1.0)
+
+
+def test_the_expected_cost_is_the_share_of_replays_over_budget():
+    replays = np.array([5.0, 9.0, 10.0, 11.0, 30.0])
+    assert expected_cost(replays, 10.0) == pytest.approx(2 / 5)
+    # With a ramp from 80 %: 9 s costs 0.5, 10 s 1.0 on the ramp, over budget 1.
+    assert expected_cost(replays, 10.0, ramp_from=0.8) == pytest.approx((0.5 + 1 + 1 + 1) / 5)
+    reward = shaped_reward(True, 9.0, 10.0, lam=2.0, cost=0.25)
+    assert reward == pytest.approx(quality(True, 9.0, 10.0) - 0.5)
+
+
+def test_expected_cost_charges_risky_choices_on_queries_that_did_not_miss():
+    """cost=expected: the same actions and outcomes as sampled; the cost is charged on many
+    queries in small amounts rather than on the rare miss in full, and sums to about the
+    misses."""
+    config = {**SMALL, "window_s": 900.0, "loads_rpm": [100.0], "lam": 1.0}
+    sampled_env = InfraMindEnv(config)
+    expected_env = InfraMindEnv({**config, "cost": "expected", "reward_samples": 16})
+    # budget-greedy at 0.9 misses a few budgets here; one actor per env (it keeps state).
+    sampled = rollout(sampled_env, heuristic_actor("budget-greedy:safety=0.9"), seed=2)
+    expected = rollout(expected_env, heuristic_actor("budget-greedy:safety=0.9"), seed=2)
+    assert [(s[0], s[2]) for s in sampled] == [(s[0], s[2]) for s in expected]
+
+    def costs(steps: list[tuple]) -> np.ndarray:
+        out = []
+        for *_, rew, term, info in steps:
+            for aid in term:
+                if aid.startswith("planner_"):
+                    i = info[aid]
+                    quality_only = shaped_reward(i["correct"], i["latency_s"], i["budget_s"], 0.0)
+                    out.append(quality_only - rew[aid])  # lambda (1) x cost
+        return np.array(out)
+
+    c_sampled, c_expected = costs(sampled), costs(expected)
+    misses = round(float(c_sampled.sum()))
+    assert misses >= 3
+    assert ((c_expected > 0) & (c_expected < 1)).sum() > 3 * misses
+    assert abs(c_expected.sum() - misses) < 3 * np.sqrt(misses) + 2
+    with pytest.raises(ValueError, match="cost must be 'sampled' or 'expected'"):
+        InfraMindEnv({"cost": "guess"})
 
 
 def test_playing_a_heuristic_through_the_env_reproduces_simulate():

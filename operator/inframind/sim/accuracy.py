@@ -337,6 +337,26 @@ class AccuracyModel:
         x = rho * difficulty + math.sqrt(1 - rho * rho) * rng.standard_normal()
         return max(1, min(MAX_OUTPUT_TOKENS, round(math.exp(mu + sigma * x))))
 
+    def token_samples(
+        self,
+        model: str,
+        benchmark: Benchmark,
+        depth: Depth,
+        difficulty: float,
+        rng: np.random.Generator,
+        n: int,
+    ) -> np.ndarray:
+        """`n` draws of `sample_tokens` for one query at once (float array), for replays."""
+        mu, sigma = self._tok[model, benchmark, depth]
+        if depth is Depth.FLASH:
+            # A model that ignores the Flash instruction answers as at Concise.
+            obeys = rng.random(n) < FLASH_COMPLIANCE[model]
+            mu_c, sigma_c = self._tok[model, benchmark, Depth.CONCISE]
+            mu, sigma = np.where(obeys, mu, mu_c), np.where(obeys, sigma, sigma_c)
+        rho = TOKEN_DIFFICULTY_CORR
+        x = rho * difficulty + math.sqrt(1 - rho * rho) * rng.standard_normal(n)
+        return np.clip(np.rint(np.exp(mu + sigma * x)), 1, MAX_OUTPUT_TOKENS)
+
     def step_answer(
         self,
         model: str,

@@ -60,6 +60,11 @@ class SimConfig:
     # answer is right given its difficulty and the choices made, over N replays of its
     # answers (exact for one fresh step). A training reward with the coin flip averaged out.
     expected_samples: int = 0
+    # With N > 0 every record also carries `latency_replays`: the query's latency over N
+    # replays of its calls' output lengths (see `replay_latencies`). P(missed budget |
+    # the choices made) for a training cost, where one miss in a thousand queries says
+    # little about which choices risk one.
+    latency_samples: int = 0
 
     def workload(self) -> WorkloadSpec:
         return WorkloadSpec(
@@ -89,6 +94,8 @@ class QueryRecord:
     # the same for one Concise call to the most accurate pool (AccuracyModel).
     p_correct: float | None = None
     p_reference: float | None = None
+    # Set when SimConfig.latency_samples > 0 (see `replay_latencies`).
+    latency_replays: np.ndarray | None = None
 
 
 @dataclass
@@ -151,6 +158,7 @@ class _Active:
         "calls",
         "choices",
         "context",
+        "done_calls",
         "pending",
         "plan",
         "preemptions",
@@ -172,12 +180,51 @@ class _Active:
         self.context = 0  # output tokens of the previous wave, read by the next
         self.choices: list[tuple[str, Depth]] = []
         self.trail: list[list[tuple[str, Depth]]] = []  # every finished wave's choices
+        self.done_calls: list[list[SimCall]] = []  # per wave, its calls as they finished
         self.wave_tokens = 0
         self.pending = 0
         self.calls = 0
         self.tokens = 0
         self.preemptions = 0
         self.used_pools: list[int] = []
+
+
+def replay_latencies(
+    waves: list[list[SimCall]],
+    trail: list[list[tuple[str, Depth]]],
+    accuracy: AccuracyModel,
+    sq: SimQuery,
+    samples: int,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The query's latency in `samples` replays of its calls' output lengths.
+
+    Each call keeps what the cluster gave it: its wait and time to first token, and its
+    time per output token; only how many tokens it generates is drawn again, from the
+    same distribution and for the same query difficulty. A wave ends with its slowest
+    call and the next starts then, so a replayed latency is the sum over waves of the
+    slowest replayed call. Queueing behind other queries stays as it was (so the share
+    of replays over budget is P(miss | the choices, the queues they met)), and the
+    replayed lengths do not feed back into later prompts. With each call's own length,
+    it gives back the latency the query had (a test checks it).
+    """
+    total = np.zeros(samples)
+    for calls, choices in zip(waves, trail, strict=True):
+        slowest = np.zeros(samples)
+        for call in calls:
+            model, depth = choices[call.tag[1]]  # type: ignore[index]
+            tokens = accuracy.token_samples(model, sq.benchmark, depth, sq.difficulty, rng, samples)
+            np.maximum(slowest, call_time(call, tokens), out=slowest)
+        total += slowest
+    return total
+
+
+def call_time(call: SimCall, tokens: np.ndarray | float) -> np.ndarray | float:
+    """How long `call` would have taken generating `tokens`, at its own pace (a one-token
+    call shows no pace and keeps its time)."""
+    assert call.first_token_s is not None and call.finished_s is not None
+    per_token = (call.finished_s - call.first_token_s) / max(1, call.output_tokens - 1)
+    return (call.first_token_s - call.submitted_s) + (tokens - 1) * per_token
 
 
 @dataclass
@@ -256,6 +303,7 @@ def serve(
         prio = priority_for(scheduler, query)
         prompt_base = query.prompt_tokens + q.context
         q.choices = []
+        q.done_calls.append([])
         q.pending = len(roles)
         q.wave_tokens = 0
         for slot, role in enumerate(roles):
@@ -322,6 +370,11 @@ def serve(
                 q.plan, q.trail, sq.benchmark, sq.difficulty, config.expected_samples, q.rng
             )
             record.p_reference = accuracy.reference_correct(sq.benchmark, sq.difficulty)
+        if config.latency_samples > 0:
+            # Drawn last from the query's generator: nothing else is drawn from it after.
+            record.latency_replays = replay_latencies(
+                q.done_calls, q.trail, accuracy, sq, config.latency_samples, q.rng
+            )
         records.append(record)
         del active[int(query.id)]
         yield QueryDone(record)
@@ -336,6 +389,7 @@ def serve(
         for call in cluster.advance(t):
             q = active[call.tag[0]]  # type: ignore[index]
             q.preemptions += call.preemptions
+            q.done_calls[-1].append(call)
             q.pending -= 1
             if q.pending == 0:
                 yield from finish_wave(q, t)
