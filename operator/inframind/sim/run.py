@@ -205,8 +205,8 @@ def replay_latencies(
     call and the next starts then, so a replayed latency is the sum over waves of the
     slowest replayed call. Queueing behind other queries stays as it was (so the share
     of replays over budget is P(miss | the choices, the queues they met)), and the
-    replayed lengths do not feed back into later prompts. With each call's own length,
-    it gives back the latency the query had (a test checks it).
+    replayed lengths do not feed back into later prompts. At its own length a call takes
+    the time it took (`call_time`, tested), so a wave its own time.
     """
     total = np.zeros(samples)
     for calls, choices in zip(waves, trail, strict=True):
