@@ -153,6 +153,10 @@ class Endpoints:
     def usable(self, url: str) -> bool:
         return self.state(url) != "open"
 
+    def all_closed(self) -> bool:
+        """No breaker has opened since its endpoint last answered a call: the common case."""
+        return not self._open_until
+
     def alive_since_opened(self, url: str) -> bool:
         """Whether an endpoint with an open breaker has answered a scrape since it opened."""
         opened = self._opened_at.get(url)
@@ -182,6 +186,7 @@ class LiveView:
         self._profiles_built_at = -math.inf
         self._speed: dict[str, _Speed] = {}
         self._last_resort = False
+        self._urls: frozenset[str] = frozenset()
 
     def configure(self, config: PipelineConfig) -> None:
         self.pools = list(config.pools)
@@ -190,6 +195,7 @@ class LiveView:
         self._speed = {p.name: self._speed.get(p.name, _Speed()) for p in self.pools}
         self.profiles = tuple(profile_from_config(p) for p in self.pools)
         self._live_profiles = self.profiles
+        self._urls = frozenset(u for p in self.pools for u in p.endpoints)
         self.scraper.set_endpoints(u for p in self.pools for u in p.endpoints)
         if self.prometheus is not None:
             self.prometheus.set_endpoints(self.scraper.endpoints)
@@ -216,6 +222,9 @@ class LiveView:
         the only engine must not refuse every call for the breaker's open time while the
         engine is plainly up. One unheard from since (down, hung) stays out: calls fail
         fast. One pass over the endpoints; callers take it once per snapshot or pick."""
+        if self.endpoints.all_closed():  # on the call path: a set built once per config
+            self._last_resort = False
+            return self._urls
         urls = [u for p in self.pools for u in p.endpoints]
         closed = frozenset(u for u in urls if self.endpoints.usable(u))
         last_resort = not closed
