@@ -253,10 +253,6 @@ def dual_step(lam: float, rate: float, cfg: dict[str, Any]) -> float:
     return float(np.clip(lam, 0.0, cfg["lam_max"]))
 
 
-def _rate(window: deque[EpisodeStats]) -> float:
-    return EpisodeStats().merge(list(window)).violation_rate
-
-
 def _runner_envs(env_runner: Any) -> list[InfraMindEnv]:
     env = env_runner.env
     envs = getattr(env, "envs", [env])
@@ -281,10 +277,11 @@ def make_callback_class() -> type:
             )
             stats = EpisodeStats().merge([s for part in parts for s in part])
             violation = stats.violation_rate
-            if stats.queries:  # an iteration without a completed query leaves lambda be
+            if stats.queries:
                 self.window.append(stats)
-                self.lam = dual_step(self.lam, _rate(self.window), cfg)
-            windowed = _rate(self.window)
+            windowed = EpisodeStats().merge(list(self.window)).violation_rate
+            if stats.queries:  # an iteration without a completed query leaves lambda be
+                self.lam = dual_step(self.lam, windowed, cfg)
             lam = self.lam
             algorithm.env_runner_group.foreach_env_runner(
                 lambda r: [e.set_lambda(lam) for e in _runner_envs(r)]
