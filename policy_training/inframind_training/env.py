@@ -113,11 +113,7 @@ def shaped_reward(
 def expected_cost(replays: np.ndarray, budget_s: float, ramp_from: float = 1.0) -> float:
     """`budget_cost` averaged over a query's replayed latencies (SimConfig.latency_samples):
     with `ramp_from` = 1, the share of replays over budget, P(miss | the choices)."""
-    ratio = replays / budget_s
-    if ramp_from >= 1.0:
-        return float(np.mean(ratio > 1.0))
-    ramp = np.clip((ratio - ramp_from) / (1.0 - ramp_from), 0.0, 1.0)
-    return float(np.mean(np.where(ratio > 1.0, 1.0, ramp)))
+    return float(np.mean([budget_cost(float(x), budget_s, ramp_from) for x in replays]))
 
 
 @dataclass(frozen=True)
