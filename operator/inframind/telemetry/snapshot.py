@@ -225,8 +225,7 @@ class LiveView:
         if self.endpoints.all_closed():  # on the call path: a set built once per config
             self._last_resort = False
             return self._urls
-        urls = [u for p in self.pools for u in p.endpoints]
-        closed = frozenset(u for u in urls if self.endpoints.usable(u))
+        closed = frozenset(u for u in self._urls if self.endpoints.usable(u))
         last_resort = not closed
         if last_resort and not self._last_resort:
             log.warning(
@@ -236,7 +235,7 @@ class LiveView:
         self._last_resort = last_resort
         if closed:
             return closed
-        return frozenset(u for u in urls if self.endpoints.alive_since_opened(u))
+        return frozenset(u for u in self._urls if self.endpoints.alive_since_opened(u))
 
     # -- Prometheus fallback: a separate, optional signal ---------------------
 
