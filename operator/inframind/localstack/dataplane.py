@@ -163,6 +163,20 @@ class LoadReport:
     decision_us: list[float] = field(default_factory=list)
     streamed: int = 0
     sent: int = 0
+    rescues: Counter = field(default_factory=Counter)  # a step's `rescue` outcome
+    late: list[tuple[float, float]] = field(default_factory=list)  # (budget, latency)
+
+    def record(self, trace: dict) -> None:
+        """Count one answered query from the `inframind` trace it came back with."""
+        self.latencies.append(trace["latency_s"])
+        self.met += bool(trace["met_budget"])
+        if not trace["met_budget"]:
+            self.late.append((trace["budget_s"], trace["latency_s"]))
+        self.plans[trace["plan"]] += 1
+        self.decision_us.append(trace["decision_us"])
+        for step in trace["steps"]:
+            if step.get("rescue"):
+                self.rescues[step["rescue"]] += 1
 
 
 async def drive_load(url: str, n: int, rate_per_s: float, seed: int, report: LoadReport) -> None:
@@ -204,10 +218,7 @@ async def drive_load(url: str, n: int, rate_per_s: float, seed: int, report: Loa
         if trace is None:
             report.errors.append("a stream ended without its trace")
             return
-        report.latencies.append(trace["latency_s"])
-        report.met += bool(trace["met_budget"])
-        report.plans[trace["plan"]] += 1
-        report.decision_us.append(trace["decision_us"])
+        report.record(trace)
 
     tasks = []
     for i in range(n):
@@ -336,5 +347,14 @@ def summarize(report: LoadReport, view: dict) -> None:
               f"{np.percentile(d, 99):.0f} us (2 cores shared with 3 vLLM engines)")  # fmt: skip
     print("routing shares: " + ", ".join(f"{k} {100 * v / total:.0f} %" for k, v in routed.items()))
     print("plans: " + ", ".join(f"{k} {v}" for k, v in report.plans.most_common()))
+    if report.late:
+        worst = sorted(report.late, key=lambda bl: bl[0] - bl[1])[:5]
+        over = (f"{lat - budget:.1f} s over a {budget:g} s budget" for budget, lat in worst)
+        print(f"late: {len(report.late)}, worst " + ", ".join(over))
+    if report.rescues:
+        r = report.rescues
+        print(f"deadline rescues: {sum(r.values())} steps; the rescue answered first in "
+              f"{r['answered']}, the first call in {r['cancelled']}, the rescue failed in "
+              f"{r['failed']}")  # fmt: skip
     for err in report.errors[:3]:
         print(f"error: {err}")
