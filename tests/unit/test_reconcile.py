@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import kubernetes_validate
 import pytest
 
 from inframind.api import AgentPipelineSpec, ModelPoolSpec
@@ -202,6 +203,36 @@ def test_gateway_reads_its_token_from_the_secret_and_its_config_from_the_configm
     assert pod["volumes"][0] == {"name": "config", "configMap": {"name": "inframind-gw-chat"}}
     # Config reaches gateways by the mounted file; no pod-template hash, so no restart.
     assert "checksum/config" not in dep["spec"]["template"]["metadata"].get("annotations", {})
+
+
+def test_a_policy_published_to_a_configmap_is_mounted_beside_the_gateway_config() -> None:
+    spec = AgentPipelineSpec.model_validate(
+        {"pools": ["a"], "policy": {"configMapRef": {"name": "inframind-policy"}}}
+    )
+    dep = r.build_gateway_deployment("chat", "ml", spec, SETTINGS, PIPE_OWNER)
+    kubernetes_validate.validate(dep, "1.32", strict=True)
+    pod = dep["spec"]["template"]["spec"]
+    (mount,) = [m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "config"]
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "config"]
+    own, policy = volume["projected"]["sources"]
+    # One directory: the gateway's pipeline.json and, beside it, the key the spec names.
+    assert mount["mountPath"] == r.CONFIG_DIR
+    assert own == {"configMap": {"name": "inframind-gw-chat"}}
+    assert policy["configMap"]["name"] == "inframind-policy"
+    assert policy["configMap"]["items"] == [{"key": "policy.npz", "path": "policy.npz"}]
+    # Not yet published: the pod still starts and serves the fallback heuristic.
+    assert policy["configMap"]["optional"] is True
+    config = r.build_pipeline_config("chat", "ml", spec, [])
+    assert config["policy"]["configMapRef"] == {"name": "inframind-policy", "key": "policy.npz"}
+
+
+@pytest.mark.parametrize("key", ["pipeline.json", "..", "policies/v2.npz"])
+def test_a_policy_key_that_cannot_sit_beside_the_gateway_config_is_refused(key: str) -> None:
+    problem = r.validate_spec(
+        AgentPipelineSpec, {"pools": ["a"], "policy": {"configMapRef": {"name": "p", "key": key}}}
+    )
+    assert isinstance(problem, r.SpecProblem)
+    assert "configMapRef" in problem.message and "key" in problem.message
 
 
 def test_gateway_config_tells_a_managed_pools_batch_slots_to_the_gateway() -> None:

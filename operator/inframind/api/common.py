@@ -15,6 +15,11 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 # Kubernetes object names (RFC 1123 subdomain, as used for most resources).
 NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
+# A ConfigMap data key, which is also a file name where the ConfigMap is mounted.
+CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
+# The key of a gateway's ConfigMap that holds its resolved pipeline configuration; the
+# gateway reads it as a file, with any policy artifact mounted beside it.
+GATEWAY_CONFIG_KEY = "pipeline.json"
 
 
 class CamelModel(BaseModel):

@@ -7,7 +7,16 @@ from typing import Literal
 from pydantic import ConfigDict, Field, model_validator
 
 from ..vocab import Depth, Role, SchedulerKind, Topology
-from .common import NAME_PATTERN, CamelModel, Condition, CrdInfo, PrinterColumn, SecretKeyRef
+from .common import (
+    CONFIGMAP_KEY_PATTERN,
+    GATEWAY_CONFIG_KEY,
+    NAME_PATTERN,
+    CamelModel,
+    Condition,
+    CrdInfo,
+    PrinterColumn,
+    SecretKeyRef,
+)
 
 # Policies that need no training artifact. The names are the policy registry's
 # (inframind.policy); a test keeps the two lists equal.
@@ -49,7 +58,19 @@ class Budget(CamelModel):
 
 class ConfigMapKeyRef(CamelModel):
     name: str = Field(min_length=1, max_length=253, pattern=NAME_PATTERN)
-    key: str = Field(default="policy.npz", min_length=1, max_length=253)
+    key: str = Field(
+        default="policy.npz", min_length=1, max_length=253, pattern=CONFIGMAP_KEY_PATTERN
+    )
+
+    @model_validator(mode="after")
+    def _not_the_gateway_config(self) -> ConfigMapKeyRef:
+        # The gateway mounts this key beside its own configuration file.
+        if self.key in (GATEWAY_CONFIG_KEY, ".", ".."):
+            raise ValueError(
+                f"spec.policy.configMapRef.key may not be {self.key!r}: the gateway mounts "
+                f"the policy beside its {GATEWAY_CONFIG_KEY}; name the key e.g. policy.npz"
+            )
+        return self
 
 
 class PolicySource(CamelModel):

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..api import API_VERSION, AgentPipelineSpec, ModelPoolSpec
-from ..api.common import now_rfc3339
+from ..api.common import GATEWAY_CONFIG_KEY, now_rfc3339
 from ..api.config import PipelineConfig, PoolConfig
 from ..settings import Settings
 from .loads import build_routes, build_routing
@@ -25,7 +25,7 @@ MANAGED_BY = "inframind"
 HASH_ANNOTATION = "inframind.io/desired-hash"
 POOL_LABEL = "inframind.io/pool"
 PIPELINE_LABEL = "inframind.io/pipeline"
-CONFIG_KEY = "pipeline.json"
+CONFIG_KEY = GATEWAY_CONFIG_KEY
 CONFIG_DIR = "/etc/inframind"
 
 Obj = dict[str, Any]
@@ -591,7 +591,7 @@ def build_gateway_deployment(
                     "automountServiceAccountToken": False,
                     "containers": [container],
                     "volumes": [
-                        {"name": "config", "configMap": {"name": name}},
+                        build_gateway_config_volume(name, spec),
                         {"name": "tmp", "emptyDir": {}},
                     ],
                 },
@@ -599,6 +599,36 @@ def build_gateway_deployment(
         },
     }
     return _finish(deployment, owner)
+
+
+def build_gateway_config_volume(configmap: str, spec: AgentPipelineSpec) -> Obj:
+    """The gateway's config directory: its own ConfigMap, and the trained policy beside it.
+
+    A policy in a ConfigMap (`spec.policy.configMapRef`) is projected into the same
+    directory under its key, where the gateway looks for it. The kubelet refreshes both
+    files in place when either ConfigMap changes, and the gateway reloads, so a newly
+    published policy version rolls out without a restart. The policy source is
+    optional: until the first version is published the gateway starts and serves
+    `spec.policy.fallback`, saying why.
+    """
+    ref = spec.policy.config_map_ref
+    if ref is None:
+        return {"name": "config", "configMap": {"name": configmap}}
+    return {
+        "name": "config",
+        "projected": {
+            "sources": [
+                {"configMap": {"name": configmap}},
+                {
+                    "configMap": {
+                        "name": ref.name,
+                        "items": [{"key": ref.key, "path": ref.key}],
+                        "optional": True,
+                    }
+                },
+            ]
+        },
+    }
 
 
 def build_gateway_service(
