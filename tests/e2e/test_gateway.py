@@ -10,13 +10,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
+import numpy as np
 import openai
 import pytest
 
 from inframind.api.config import PipelineConfig
-from inframind.api.pipeline import Budget, PolicySource
+from inframind.api.pipeline import Budget, ConfigMapKeyRef, PolicySource
+from inframind.bench.scenarios import LEARNED_ARTIFACT
 from inframind.vocab import Depth, Topology
 from support.dataplane import (
     engine_core_pids,
@@ -138,6 +141,76 @@ def test_config_changes_are_picked_up_without_restart(engines, gateway):
         "inframind_config_errors_total 1.0"
         in urllib.request.urlopen(f"{gw.url}/metrics", timeout=5).read().decode()
     )
+
+
+def _publish_policy(config_dir: Path, version: str) -> None:
+    """Publish the committed policy as `version` the way the kubelet refreshes a mounted
+    ConfigMap: the key is a symlink through `..data` to a new directory, swapped atomically
+    (the kubelet's AtomicWriter), so the file's path stays and its inode changes."""
+    with np.load(LEARNED_ARTIFACT) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays["meta"]))
+    arrays["meta"] = np.array(json.dumps({**meta, "version": version}))
+    payload = config_dir / f"..{version}"
+    payload.mkdir()
+    with (payload / "policy.npz").open("wb") as f:
+        np.savez(f, **arrays)
+    swap = config_dir / "..data_tmp"
+    swap.symlink_to(payload.name)
+    swap.replace(config_dir / "..data")
+    if not (config_dir / "policy.npz").is_symlink():
+        (config_dir / "policy.npz").symlink_to("..data/policy.npz")
+
+
+async def test_a_new_policy_version_rolls_out_without_dropping_a_request(
+    engines, gateway, tmp_path
+):
+    alpha = engines["alpha"]
+    _publish_policy(tmp_path, "v1")  # the gateway's config sits in tmp_path too
+    gw = gateway(
+        PipelineConfig(
+            pipeline="demo",
+            pools=[pool(alpha)],
+            topologies=[Topology.SINGLE],
+            depths=[Depth.FLASH],
+            policy=PolicySource(config_map_ref=ConfigMapKeyRef(name="inframind-policy")),
+            budget=Budget(default_seconds=120, max_seconds=600),
+        )
+    )
+    assert gw.pools()["policy_version"] == "v1"
+    pid = gw.process.pid
+    client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key="-", max_retries=0, timeout=180)
+
+    def ask(i: int) -> asyncio.Task:
+        return asyncio.create_task(
+            client.chat.completions.create(
+                model="demo",
+                messages=[{"role": "user", "content": f"question {i}"}],
+                extra_body={"inframind": {"sheddable": False}},
+            )
+        )
+
+    # Freeze alpha's scheduler (its API server still takes requests), so the first queries
+    # are certainly in flight at the engine while the new version is published and loaded.
+    core = engine_core_pids(alpha)
+    for p in core:
+        os.kill(p, signal.SIGSTOP)
+    try:
+        before = [ask(i) for i in range(6)]
+        await until(lambda: gw.pools()["pools"][0]["inflight"] == 6, "six calls in flight")
+        _publish_policy(tmp_path, "v2")
+        await until(lambda: gw.pools()["policy_version"] == "v2", "the gateway to load v2", 30)
+        assert not any(t.done() for t in before)
+    finally:
+        for p in core:
+            os.kill(p, signal.SIGCONT)
+    after = [ask(i) for i in range(6, 12)]
+    answers = await asyncio.gather(*before, *after)  # any error or drop raises here
+    await client.close()
+    assert all(a.model_extra["inframind"]["policy"] == "learned" for a in answers)
+    assert gw.process.pid == pid and gw.process.poll() is None
+    metrics = urllib.request.urlopen(f"{gw.url}/metrics", timeout=5).read().decode()
+    assert 'inframind_policy_info{pipeline="demo",policy="learned",version="v2"} 1.0' in metrics
 
 
 async def test_saturated_pool_gets_no_new_calls(engines, gateway):

@@ -757,3 +757,58 @@ async def test_steps_not_started_yet_still_count_after_a_config_reload():
     finally:
         gateway._engines.close()
         await engine.cleanup()
+
+
+async def test_a_republished_policy_file_is_loaded_and_a_refused_one_is_not_retried(tmp_path):
+    """The gateway watches its policy artifact, not only its config: a ConfigMap the
+    kubelet refreshed brings a new version without a config change or a restart."""
+    from inframind.api.pipeline import ConfigMapKeyRef
+    from inframind.policy.features import (
+        EXECUTOR_ACTIONS,
+        EXECUTOR_FEATURES,
+        PLANNER_ACTIONS,
+        PLANNER_FEATURES,
+    )
+    from inframind.policy.runtime import write_policy_file
+
+    rng = np.random.default_rng(0)
+
+    def publish(version: str, **meta) -> None:
+        layers = [
+            [(rng.normal(size=(n_in, 8)), np.zeros(8)), (rng.normal(size=(8, n)), np.zeros(n))]
+            for n_in, n in ((len(PLANNER_FEATURES), PLANNER_ACTIONS),
+                            (len(EXECUTOR_FEATURES), EXECUTOR_ACTIONS))
+        ]  # fmt: skip
+        staged = tmp_path / "staged.npz"
+        write_policy_file(staged, *layers, version=version, **meta)
+        staged.replace(tmp_path / "policy.npz")  # a new file at the same path
+
+    config = PipelineConfig(
+        pipeline="p",
+        pools=[PoolConfig(name="b", model="m", served_model_name="m",
+                          endpoints=["http://127.0.0.1:9"])],
+        policy=PolicySource(config_map_ref=ConfigMapKeyRef(name="inframind-policy"),
+                            fallback="least-queue"),
+    )  # fmt: skip
+    (tmp_path / "pipeline.json").write_text(config.model_dump_json(by_alias=True))
+    gateway = Gateway(Settings(), config_path=tmp_path / "pipeline.json")
+    try:
+        gateway.reload_if_changed()  # not published yet: the fallback serves
+        assert gateway.policy_version == "heuristic:least-queue"
+        publish("v1")
+        gateway.reload_if_changed()
+        assert gateway.policy_version == "v1"
+        runner = gateway.runner
+        gateway.reload_if_changed()  # nothing changed: the same runner keeps serving
+        assert gateway.runner is runner
+        publish("v2")
+        gateway.reload_if_changed()
+        assert gateway.policy_version == "v2" and gateway.runner is not runner
+        publish("v3", feature_schema="someone-elses")  # refused: the fallback serves, once
+        gateway.reload_if_changed()
+        assert gateway.policy_version == "heuristic:least-queue"
+        runner = gateway.runner
+        gateway.reload_if_changed()
+        assert gateway.runner is runner
+    finally:
+        gateway._engines.close()

@@ -33,7 +33,7 @@ from ..orchestrator.slots import SlotQueue
 from ..orchestrator.wire import EngineClient
 from ..policy.base import Limits, Policy
 from ..policy.heuristics import BudgetGreedy, SafetyTuner
-from ..policy.runtime import load_policy
+from ..policy.runtime import load_policy, policy_file
 from ..policy.types import Query
 from ..settings import Settings
 from ..telemetry.prometheus import PrometheusSource
@@ -44,6 +44,16 @@ from .openapi import openapi_document
 from .requests import PipelineRequest, RequestError, parse_request
 
 log = logging.getLogger("inframind.gateway")
+
+
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """A file's identity and version (None: absent). Follows symlinks: the kubelet refreshes
+    a mounted ConfigMap by pointing its files at a new directory, which changes the inode."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _dumps(data: Any) -> bytes:
@@ -116,6 +126,8 @@ class Gateway:
         self.trace_log = trace_log
         self._traces: deque[str] = deque(maxlen=10_000)
         self._mtime: float | None = None
+        # What the policy artifact's file looked like when it was last loaded (None: absent).
+        self._policy_stamp: tuple[int, int, int] | None = None
         self._session: aiohttp.ClientSession | None = None  # scrapes; engine calls: _engines
         self._engines = EngineClient()
         self._stop = asyncio.Event()
@@ -180,6 +192,7 @@ class Gateway:
                 self.config_error = f"config file {self.config_path} does not exist yet"
             return
         if mtime == self._mtime:
+            self._reload_policy_if_changed()
             return
         self._mtime = mtime
         try:
@@ -191,10 +204,25 @@ class Gateway:
             return
         self.apply_config(config)
 
+    def _policy_path(self, config: PipelineConfig) -> Path | None:
+        return policy_file(config.policy, self.config_path.parent if self.config_path else None)
+
+    def _reload_policy_if_changed(self) -> None:
+        """A new version of the trained policy (a ConfigMap the kubelet refreshed, or a file
+        replaced) is loaded as a config change is: in-flight queries finish on the old one."""
+        if self.config is None:
+            return
+        path = self._policy_path(self.config)
+        if path is not None and _stamp(path) != self._policy_stamp:
+            self.apply_config(self.config)
+
     def apply_config(self, config: PipelineConfig) -> None:
         target = config.budget.slo_target
         if self.tuner is None or self.tuner.target != target:
             self.tuner = SafetyTuner(target)
+        path = self._policy_path(config)
+        # Taken before loading: a file replaced while it loads is loaded again next time.
+        self._policy_stamp = _stamp(path) if path is not None else None
         policy, version, warning = load_policy(
             config.policy,
             Limits(

@@ -243,6 +243,16 @@ def write_policy_file(
         np.savez(f, **arrays)
 
 
+def policy_file(source: PolicySource, base_dir: Path | None = None) -> Path | None:
+    """Where a trained policy's artifact is read from; None for a heuristic."""
+    if source.path is not None:
+        return Path(source.path)
+    if source.config_map_ref is not None:
+        # The ConfigMap is mounted beside the pipeline config, one file per key.
+        return (base_dir or Path(".")) / source.config_map_ref.key
+    return None
+
+
 def load_policy(
     source: PolicySource,
     limits: Limits,
@@ -253,15 +263,11 @@ def load_policy(
 
     `tuner` keeps the pipeline's SLO target if the heuristic (or fallback) is budget-greedy.
     """
-    if source.heuristic is not None:
+    path = policy_file(source, base_dir)
+    if path is None:
+        assert source.heuristic is not None
         policy = make_heuristic(source.heuristic, limits, tuner)
         return policy, f"heuristic:{source.heuristic}", None
-    if source.path is not None:
-        path = Path(source.path)
-    else:
-        assert source.config_map_ref is not None
-        # The ConfigMap is mounted beside the pipeline config, one file per key.
-        path = (base_dir or Path(".")) / source.config_map_ref.key
     try:
         policy = LearnedPolicy(path, limits)
     except PolicyFileError as exc:
@@ -270,4 +276,11 @@ def load_policy(
     return policy, policy.version, None
 
 
-__all__ = ["Depth", "LearnedPolicy", "PolicyFileError", "load_policy", "write_policy_file"]
+__all__ = [
+    "Depth",
+    "LearnedPolicy",
+    "PolicyFileError",
+    "load_policy",
+    "policy_file",
+    "write_policy_file",
+]
