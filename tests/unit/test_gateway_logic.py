@@ -804,6 +804,7 @@ async def test_a_republished_policy_file_is_loaded_and_a_refused_one_is_not_retr
         publish("v2")
         gateway.reload_if_changed()
         assert gateway.policy_version == "v2" and gateway.runner is not runner
+        assert gateway.runner.policy_version == "v2"  # what its traces will name
         publish("v3", feature_schema="someone-elses")  # refused: the fallback serves, once
         gateway.reload_if_changed()
         assert gateway.policy_version == "heuristic:least-queue"

@@ -245,6 +245,7 @@ class Gateway:
             on_step=self._step,
             slots=self.slots,
             rescue=self.settings.gateway_rescue,
+            policy_version=version,
         )
         old = self.config
         self.config = config

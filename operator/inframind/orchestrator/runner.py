@@ -230,8 +230,12 @@ class Runner:
         on_step: Callable[[StepTrace], None] | None = None,
         slots: SlotQueue | None = None,
         rescue: bool = True,
+        policy_version: str | None = None,
     ) -> None:
         self.pipeline = pipeline
+        # What traces name as the decider: an artifact's version, so that retraining can
+        # tell which version took each decision (default: the policy's name).
+        self.policy_version = policy_version or policy.name
         self.rescue = rescue
         self.client = client
         self.view = view
@@ -276,7 +280,7 @@ class Runner:
             task=query.task.value,
             plan=plan.label,
             topology=plan.topology.value,
-            policy=self.policy.name,
+            policy=self.policy_version,
             priority=priority,
             budget_s=query.budget_s,
             decision_us=round(decision_us, 1),
