@@ -129,9 +129,26 @@ def summarise(records: list[dict[str, Any]], skipped: int = 0) -> TraceSummary:
     return s
 
 
+def trace_files(path: Path) -> list[Path]:
+    """A trace file, or every `*.jsonl` below a directory (the gateways' volume holds one
+    file per gateway pod under a folder per pipeline)."""
+    path = Path(path)
+    if not path.is_dir():
+        return [path]
+    files = sorted(path.rglob("*.jsonl"))
+    if not files:
+        raise FileNotFoundError(f"no *.jsonl trace files under {path}")
+    return files
+
+
 def load(path: Path) -> TraceSummary:
-    with Path(path).open() as f:
-        records, skipped = read_traces(f)
+    records: list[dict[str, Any]] = []
+    skipped = 0
+    for file in trace_files(path):
+        with file.open() as f:
+            got, bad = read_traces(f)
+        records += got
+        skipped += bad
     return summarise(records, skipped)
 
 

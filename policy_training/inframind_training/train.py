@@ -114,7 +114,7 @@ class Args:
     out: Path = Path("results/training/inframind-policy.npz")
     run_dir: Path = Path("results/training")
     init_from: Path | None = None  # fine-tune: start from an exported artifact's weights
-    traces: Path | None = None  # gateway traces (JSONL) to weight training loads
+    traces: Path | None = None  # gateway traces: a JSONL file or a directory of them
     num_cpus: int = 1
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)

@@ -813,3 +813,24 @@ async def test_a_republished_policy_file_is_loaded_and_a_refused_one_is_not_retr
         assert gateway.runner is runner
     finally:
         gateway._engines.close()
+
+
+def test_a_trace_volume_that_cannot_be_written_loses_no_trace_and_stops_nothing(tmp_path, caplog):
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")  # a file where the trace folder should be: mkdir fails
+    gateway = Gateway(Settings(), trace_log=blocker / "p" / "pod.jsonl")
+    try:
+        gateway._traces.extend(['{"id": "q1"}', '{"id": "q2"}'])
+        gateway._flush_traces()
+        gateway._flush_traces()  # still failing: one warning, not one per attempt
+        assert list(gateway._traces) == ['{"id": "q1"}', '{"id": "q2"}']
+        assert sum("cannot append traces" in r.message for r in caplog.records) == 1
+        gateway.trace_log = tmp_path / "p" / "pod.jsonl"  # the volume is back
+        gateway._traces.append('{"id": "q3"}')
+        gateway._flush_traces()
+        assert gateway.trace_log.read_text().splitlines() == [
+            '{"id": "q1"}', '{"id": "q2"}', '{"id": "q3"}'
+        ]  # fmt: skip
+        assert not gateway._traces
+    finally:
+        gateway._engines.close()

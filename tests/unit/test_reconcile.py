@@ -226,6 +226,30 @@ def test_a_policy_published_to_a_configmap_is_mounted_beside_the_gateway_config(
     assert config["policy"]["configMapRef"] == {"name": "inframind-policy", "key": "policy.npz"}
 
 
+def test_with_retraining_on_each_gateway_pod_appends_traces_to_its_own_file_on_the_claim():
+    spec = AgentPipelineSpec.model_validate(
+        {"pools": ["a"], "retraining": {"enabled": True, "tracesClaimName": "traces-ml"}}
+    )
+    dep = r.build_gateway_deployment("chat", "ml", spec, SETTINGS, PIPE_OWNER)
+    kubernetes_validate.validate(dep, "1.32", strict=True)
+    pod = dep["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["POD_NAME"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    args = container["args"]
+    # $(POD_NAME) is expanded by the kubelet: one file per replica, no interleaved lines.
+    assert args[args.index("--trace-log") + 1] == "/traces/chat/$(POD_NAME).jsonl"
+    assert {"name": "traces", "mountPath": "/traces"} in container["volumeMounts"]
+    assert {"name": "traces", "persistentVolumeClaim": {"claimName": "traces-ml"}} in pod["volumes"]
+    # Off (the default): no claim to wait for, no trace file.
+    plain = r.build_gateway_deployment(
+        "chat", "ml", AgentPipelineSpec.model_validate({"pools": ["a"]}), SETTINGS, PIPE_OWNER
+    )
+    plain_pod = plain["spec"]["template"]["spec"]
+    assert "--trace-log" not in plain_pod["containers"][0]["args"]
+    assert [v["name"] for v in plain_pod["volumes"]] == ["config", "tmp"]
+
+
 @pytest.mark.parametrize("key", ["pipeline.json", "..", "policies/v2.npz"])
 def test_a_policy_key_that_cannot_sit_beside_the_gateway_config_is_refused(key: str) -> None:
     problem = r.validate_spec(

@@ -63,3 +63,22 @@ def test_a_pool_far_slower_than_its_calibration_is_flagged():
     summary = traces.summarise(traces.read_traces([trace_line(i) for i in range(30)])[0])
     report = traces.speed_report(summary, {"llama-8b": 0.001})
     assert report["llama-8b"]["flag"] and report["llama-8b"]["ratio"] == pytest.approx(5.0)
+
+
+def test_a_directory_of_per_pod_trace_files_is_read_as_one(tmp_path):
+    # As the gateways write them on the traces claim: <pipeline>/<pod>.jsonl, each pod's
+    # file possibly ending in a line it is still writing.
+    for pod, first in (("gw-a", 0), ("gw-b", 20)):
+        folder = tmp_path / "reasoning"
+        folder.mkdir(exist_ok=True)
+        lines = [trace_line(i) for i in range(first, first + 20)] + ['{"id": "torn']
+        (folder / f"{pod}.jsonl").write_text("\n".join(lines))
+    (tmp_path / "notes.txt").write_text("not a trace file")
+    summary = traces.load(tmp_path)
+    assert summary.queries == 40 and summary.skipped == 2
+    assert traces.load(tmp_path / "reasoning" / "gw-a.jsonl").queries == 20
+
+
+def test_an_empty_traces_directory_says_so(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"no \*\.jsonl trace files"):
+        traces.load(tmp_path)

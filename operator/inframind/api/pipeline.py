@@ -120,11 +120,22 @@ class GatewaySpec(CamelModel):
 
 
 class Retraining(CamelModel):
-    enabled: bool = False
+    enabled: bool = Field(
+        default=False,
+        description="Gateways append their decision traces to tracesClaimName for retraining",
+    )
+    traces_claim_name: str = Field(
+        default="inframind-traces",
+        max_length=253,
+        pattern=NAME_PATTERN,
+        description="PersistentVolumeClaim (ReadWriteMany) the gateways write traces to, one "
+        "file per pod under <pipeline>/; the retraining job reads it",
+    )
     schedule: str = Field(
         default="0 3 * * *",
         pattern=r"^(@(hourly|daily|weekly|monthly)|(\S+\s+){4}\S+)$",
-        description="Cron schedule of offline retraining",
+        description="Cron schedule of the retraining job that reads the traces (a CronJob or "
+        "RayJob from manifests/training; the operator does not run training itself)",
     )
 
 

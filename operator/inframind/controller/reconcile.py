@@ -27,6 +27,7 @@ POOL_LABEL = "inframind.io/pool"
 PIPELINE_LABEL = "inframind.io/pipeline"
 CONFIG_KEY = GATEWAY_CONFIG_KEY
 CONFIG_DIR = "/etc/inframind"
+TRACES_DIR = "/traces"
 
 Obj = dict[str, Any]
 M = TypeVar("M", bound=BaseModel)
@@ -552,10 +553,24 @@ def build_gateway_deployment(
                 "valueFrom": {"secretKeyRef": {"name": ref.name, "key": ref.key}},
             }
         )
+    args = ["gateway", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}"]
+    mounts: list[Obj] = [
+        {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    volumes: list[Obj] = [build_gateway_config_volume(name, spec), {"name": "tmp", "emptyDir": {}}]
+    if spec.retraining.enabled:
+        # One file per pod, so replicas never interleave lines on a shared volume; the
+        # kubelet expands $(POD_NAME) from the env below.
+        env.append({"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}})
+        args += ["--trace-log", f"{TRACES_DIR}/{pipeline}/$(POD_NAME).jsonl"]
+        mounts.append({"name": "traces", "mountPath": TRACES_DIR})
+        claim = spec.retraining.traces_claim_name
+        volumes.append({"name": "traces", "persistentVolumeClaim": {"claimName": claim}})
     container = {
         "name": "gateway",
         "image": gw.image or settings.gateway_image,
-        "args": ["gateway", "--config", f"{CONFIG_DIR}/{CONFIG_KEY}"],
+        "args": args,
         "ports": [{"name": "http", "containerPort": settings.gateway_port, "protocol": "TCP"}],
         "env": env,
         "resources": {
@@ -565,10 +580,7 @@ def build_gateway_deployment(
         "readinessProbe": {"httpGet": {"path": "/readyz", "port": "http"}, "periodSeconds": 5},
         "livenessProbe": {"httpGet": {"path": "/healthz", "port": "http"}, "periodSeconds": 10},
         "securityContext": _restricted_container_security(),
-        "volumeMounts": [
-            {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ],
+        "volumeMounts": mounts,
     }
     deployment = {
         "apiVersion": "apps/v1",
@@ -590,10 +602,7 @@ def build_gateway_deployment(
                     "securityContext": _restricted_pod_security(),
                     "automountServiceAccountToken": False,
                     "containers": [container],
-                    "volumes": [
-                        build_gateway_config_volume(name, spec),
-                        {"name": "tmp", "emptyDir": {}},
-                    ],
+                    "volumes": volumes,
                 },
             },
         },

@@ -125,6 +125,7 @@ class Gateway:
         self.depth_mix: dict[str, dict[str, int]] = {}
         self.trace_log = trace_log
         self._traces: deque[str] = deque(maxlen=10_000)
+        self._trace_error = False
         self._mtime: float | None = None
         # What the policy artifact's file looked like when it was last loaded (None: absent).
         self._policy_stamp: tuple[int, int, int] | None = None
@@ -275,11 +276,24 @@ class Gateway:
     def _flush_traces(self) -> None:
         if self.trace_log is None or not self._traces:
             return
-        lines = []
-        while self._traces:
-            lines.append(self._traces.popleft())
-        with self.trace_log.open("a") as f:
-            f.write("\n".join(lines) + "\n")
+        try:
+            self.trace_log.parent.mkdir(parents=True, exist_ok=True)
+            with self.trace_log.open("a") as f:
+                f.write("\n".join(self._traces) + "\n")
+        except OSError as exc:
+            # A full or read-only volume must not stop the config watch that calls this: keep
+            # the newest traces in memory (the deque is bounded) and try again next time.
+            if not self._trace_error:
+                log.warning(
+                    "cannot append traces to %s: %s; keeping the newest %d in memory",
+                    self.trace_log, exc, self._traces.maxlen,
+                )  # fmt: skip
+            self._trace_error = True
+            return
+        if self._trace_error:
+            log.info("traces are written to %s again", self.trace_log)
+        self._trace_error = False
+        self._traces.clear()
 
     # -- handlers ------------------------------------------------------------
 
