@@ -17,7 +17,8 @@ import base64
 from pathlib import Path
 from typing import Any
 
-VERSION_ANNOTATION = "inframind.io/policy-version"
+from inframind.api.common import POLICY_VERSION_ANNOTATION as VERSION_ANNOTATION
+
 SCHEMA_ANNOTATION = "inframind.io/feature-schema"
 
 

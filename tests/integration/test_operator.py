@@ -320,3 +320,83 @@ def test_bad_specs_get_a_condition_and_one_warning_event_and_the_operator_surviv
     cp.wait(
         lambda: phase(cp, "agentpipelines", ns, "unknown-pool") == "Ready", "fixed pipeline Ready"
     )
+
+
+def test_a_published_policy_version_shows_in_the_pipelines_status_and_events(
+    control_plane: ControlPlane, namespace: str, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    from inframind.bench.scenarios import LEARNED_ARTIFACT
+    from inframind_training.publish import build_configmap
+
+    cp, ns = control_plane, namespace
+    apply(cp, ns, yaml.safe_load((EXAMPLES / "modelpool-external.yaml").read_text()))
+    apply(
+        cp,
+        ns,
+        {
+            "apiVersion": "inframind.io/v1alpha1",
+            "kind": "AgentPipeline",
+            "metadata": {"name": "learned"},
+            "spec": {
+                "pools": ["shared-llama-8b"],
+                "policy": {"configMapRef": {"name": "inframind-policy"}, "fallback": "least-queue"},
+            },
+        },
+    )
+    # Nothing published yet: the pipeline serves (the fallback), and says what is missing.
+    obj = cp.wait(
+        lambda: (
+            condition(cp.custom("agentpipelines", ns, "learned"), "PolicyAvailable")
+            and cp.custom("agentpipelines", ns, "learned")
+        ),
+        "PolicyAvailable on the pipeline",
+    )
+    available = condition(obj, "PolicyAvailable")
+    assert (available["status"], available["reason"]) == ("False", "PolicyNotPublished")
+    assert (
+        "least-queue" in available["message"]
+        and "inframind_training.publish" in available["message"]
+    )
+    assert condition(obj)["status"] == "True" and obj["status"].get("policyVersion") is None
+    cp.wait(
+        lambda: [e for e in cp.events(ns, "learned") if e["reason"] == "PolicyNotPublished"],
+        "a Warning Event naming the missing policy",
+    )
+
+    # A retraining job publishes version by version (as inframind_training.publish does).
+    def publish(version: str) -> None:
+        with np.load(LEARNED_ARTIFACT) as data:
+            arrays = {k: data[k] for k in data.files}
+        meta = {**json.loads(str(arrays["meta"])), "version": version}
+        arrays["meta"] = np.array(json.dumps(meta))
+        path = tmp_path / f"{version}.npz"
+        np.savez(path, **arrays)
+        cp.kubectl(
+            "apply", "-f", "-",
+            stdin=yaml.safe_dump(build_configmap("inframind-policy", ns, path.read_bytes(), meta)),
+        )  # fmt: skip
+
+    for version in ("v7", "v8"):
+        publish(version)
+        obj = cp.wait(
+            lambda v=version: (
+                ((cp.custom("agentpipelines", ns, "learned") or {}).get("status", {})).get(
+                    "policyVersion"
+                )
+                == v
+                and cp.custom("agentpipelines", ns, "learned")
+            ),
+            f"policyVersion {version} in the status",
+        )
+        assert condition(obj, "PolicyAvailable")["reason"] == "PolicyPublished"
+        cp.wait(
+            lambda v=version: [
+                e for e in cp.events(ns, "learned")
+                if e["reason"] == "PolicyPublished" and v in e["message"]
+            ],
+            f"a Normal Event for {version}",
+        )  # fmt: skip
+    described = cp.kubectl("describe", "agentpipeline", "learned", "-n", ns).stdout
+    assert "PolicyPublished" in described and "v8" in described

@@ -226,6 +226,39 @@ def test_a_policy_published_to_a_configmap_is_mounted_beside_the_gateway_config(
     assert config["policy"]["configMapRef"] == {"name": "inframind-policy", "key": "policy.npz"}
 
 
+def test_the_status_reports_the_published_policy_version_and_never_blocks_readiness() -> None:
+    from inframind_training.publish import build_configmap
+
+    spec = AgentPipelineSpec.model_validate(
+        {"pools": ["a"], "policy": {"configMapRef": {"name": "inframind-policy"}}}
+    )
+    pools = [pool_obj("a", endpoints=["http://10.0.0.1:8000"])]
+    config = r.build_pipeline_config("chat", "ml", spec, pools)
+
+    def status(cm):
+        return r.build_pipeline_status(
+            "chat", "ml", spec, 3, SETTINGS, pools, [], config, policy_configmap=cm
+        )
+
+    def conds(st):
+        return {c["type"]: c for c in st["conditions"]}
+
+    unpublished = status(None)
+    assert unpublished["policyVersion"] is None and unpublished["phase"] == "Ready"
+    missing = conds(unpublished)["PolicyAvailable"]
+    assert (missing["status"], missing["reason"]) == ("False", "PolicyNotPublished")
+    assert "budget-greedy" in missing["message"]  # the fallback that serves meanwhile
+    published = status(build_configmap("inframind-policy", "ml", b"npz", {"version": "v7"}))
+    assert published["policyVersion"] == "v7"
+    available = conds(published)["PolicyAvailable"]
+    assert (available["status"], available["reason"]) == ("True", "PolicyPublished")
+    assert "v7" in available["message"]
+    # A heuristic pipeline has no policy to publish: no such condition.
+    plain = AgentPipelineSpec.model_validate({"pools": ["a"]})
+    st = r.build_pipeline_status("chat", "ml", plain, 3, SETTINGS, pools, [], config)
+    assert "PolicyAvailable" not in conds(st) and "policyVersion" not in st
+
+
 def test_with_retraining_on_each_gateway_pod_appends_traces_to_its_own_file_on_the_claim():
     spec = AgentPipelineSpec.model_validate(
         {"pools": ["a"], "retraining": {"enabled": True, "tracesClaimName": "traces-ml"}}

@@ -20,6 +20,9 @@ CONFIGMAP_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 # The key of a gateway's ConfigMap that holds its resolved pipeline configuration; the
 # gateway reads it as a file, with any policy artifact mounted beside it.
 GATEWAY_CONFIG_KEY = "pipeline.json"
+# On a published policy ConfigMap (inframind_training.publish writes it, the operator
+# reports it in the AgentPipeline's status).
+POLICY_VERSION_ANNOTATION = "inframind.io/policy-version"
 
 
 class CamelModel(BaseModel):

@@ -223,6 +223,7 @@ AGENTPIPELINE_CRD = CrdInfo(
         PrinterColumn("Pools", ".status.readyPools", "integer", "ModelPools with endpoints"),
         PrinterColumn("Scheduler", ".spec.scheduler"),
         PrinterColumn("Policy", ".status.policy"),
+        PrinterColumn("Version", ".status.policyVersion", priority=1),
         PrinterColumn("SLO%", ".status.sloCompliancePercent", "number"),
         PrinterColumn("Served", ".status.requestsServed", "integer"),
         PrinterColumn("Gateway", ".status.gatewayUrl", priority=1),

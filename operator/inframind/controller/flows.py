@@ -45,7 +45,9 @@ MODELPOOLS = "modelpools"
 AGENTPIPELINES = "agentpipelines"
 
 # Reasons that mean "the user must change something", reported as Warning Events.
-_USER_ERRORS = {"InvalidSpec", "PoolNotFound", "NoPoolSelected"}
+_USER_ERRORS = {"InvalidSpec", "PoolNotFound", "NoPoolSelected", "PolicyNotPublished"}
+# Conditions whose changes are posted as Events: readiness, and a policy version rolling out.
+_EVENTED = {"Ready", "PolicyAvailable"}
 
 Obj = dict[str, Any]
 
@@ -61,11 +63,12 @@ async def _publish_status(plural: str, body: Mapping[str, Any], status: Obj) -> 
     previous = body.get("status") or {}
     if any(previous.get(k) != v for k, v in status.items()):
         await adapters.patch_custom_status(plural, namespace, name, status)
-    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
-    if condition_changed(previous.get("conditions"), ready):
-        warning = ready["status"] != "True" and ready["reason"] in _USER_ERRORS
+    for cond in status["conditions"]:
+        if cond["type"] not in _EVENTED or not condition_changed(previous.get("conditions"), cond):
+            continue
+        warning = cond["status"] != "True" and cond["reason"] in _USER_ERRORS
         await adapters.post_event(
-            body, "Warning" if warning else "Normal", ready["reason"], ready["message"] or "ready"
+            body, "Warning" if warning else "Normal", cond["reason"], cond["message"] or "ready"
         )
     return status
 
@@ -120,6 +123,11 @@ async def reconcile_pipeline(body: Mapping[str, Any], settings: Settings) -> Obj
         )
         return await _publish_status(AGENTPIPELINES, body, status)
     selected, missing = select_pools(spec, await adapters.list_custom(MODELPOOLS, namespace))
+    policy_cm = None
+    if spec.policy.config_map_ref is not None:
+        policy_cm = await adapters.fetch_object(
+            "ConfigMap", namespace, spec.policy.config_map_ref.name
+        )
     config = None
     if selected and not missing:
         config = build_pipeline_config(name, namespace, spec, selected)
@@ -129,8 +137,9 @@ async def reconcile_pipeline(body: Mapping[str, Any], settings: Settings) -> Obj
         )
         await adapters.ensure_object(build_gateway_service(name, namespace, settings, body))
     status = build_pipeline_status(
-        name, namespace, spec, generation, settings, selected, missing, config, body.get("status")
-    )
+        name, namespace, spec, generation, settings, selected, missing, config,
+        body.get("status"), policy_configmap=policy_cm,
+    )  # fmt: skip
     return await _publish_status(AGENTPIPELINES, body, status)
 
 

@@ -16,7 +16,7 @@ from typing import Any, Literal, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from ..api import API_VERSION, AgentPipelineSpec, ModelPoolSpec
-from ..api.common import GATEWAY_CONFIG_KEY, now_rfc3339
+from ..api.common import GATEWAY_CONFIG_KEY, POLICY_VERSION_ANNOTATION, now_rfc3339
 from ..api.config import PipelineConfig, PoolConfig
 from ..settings import Settings
 from .loads import build_routes, build_routing
@@ -676,6 +676,62 @@ def build_pipeline_status(
     config: Mapping[str, Any] | None = None,
     previous: Mapping[str, Any] | None = None,
     now: str | None = None,
+    policy_configmap: Mapping[str, Any] | None = None,
+) -> Obj:
+    """The pipeline's status. `policy_configmap` is the ConfigMap `spec.policy.configMapRef`
+    names, as read (None: absent); it adds the published version and a PolicyAvailable
+    condition, and never changes Ready: until a version is published the fallback serves."""
+    status = _pipeline_pools_status(
+        pipeline, namespace, spec, generation, settings, pools, missing, config, previous, now
+    )
+    if isinstance(spec, AgentPipelineSpec) and spec.policy.config_map_ref is not None:
+        version, ok, reason, message = build_policy_availability(spec, policy_configmap)
+        status["policyVersion"] = version
+        prev = (previous or {}).get("conditions")
+        status["conditions"].append(
+            build_condition("PolicyAvailable", ok, reason, message, generation, prev, now)
+        )
+    return status
+
+
+def build_policy_availability(
+    spec: AgentPipelineSpec, configmap: Mapping[str, Any] | None
+) -> tuple[str | None, bool, str, str]:
+    """(published version, available, reason, message) of a policy kept in a ConfigMap."""
+    ref = spec.policy.config_map_ref
+    assert ref is not None
+    data = {**((configmap or {}).get("data") or {}), **((configmap or {}).get("binaryData") or {})}
+    if ref.key not in data:
+        where = f"ConfigMap {ref.name!r}" + (" has no key" if configmap else " (absent) has no key")
+        return (
+            None,
+            False,
+            "PolicyNotPublished",
+            f"{where} {ref.key!r} yet: the gateways serve {spec.policy.fallback} until a "
+            "retraining job publishes one (python -m inframind_training.publish)",
+        )
+    annotations = (configmap or {}).get("metadata", {}).get("annotations") or {}
+    version = annotations.get(POLICY_VERSION_ANNOTATION, "unknown")
+    return (
+        version,
+        True,
+        "PolicyPublished",
+        f"version {version} in ConfigMap {ref.name!r}; gateways load a new version within "
+        "a minute of its publication, without a restart",
+    )
+
+
+def _pipeline_pools_status(
+    pipeline: str,
+    namespace: str,
+    spec: AgentPipelineSpec | SpecProblem,
+    generation: int | None,
+    settings: Settings,
+    pools: Sequence[Mapping[str, Any]],
+    missing: Sequence[str],
+    config: Mapping[str, Any] | None,
+    previous: Mapping[str, Any] | None,
+    now: str | None,
 ) -> Obj:
     prev_conditions = (previous or {}).get("conditions")
 
