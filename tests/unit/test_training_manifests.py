@@ -45,6 +45,32 @@ def test_jobs_fine_tune_from_traces_and_publish_the_configmap_the_pipeline_mount
     assert cron["spec"]["schedule"] == spec.retraining.schedule
 
 
+def test_the_jobs_image_is_the_one_policy_training_dockerfile_builds():
+    """The Dockerfile cannot be built here (no container registry), so hold it to what the
+    jobs expect of the image: its tag, the train extra, the working directory and user."""
+    import re
+    import tomllib
+
+    dockerfile = (DIR.parents[1] / "policy_training" / "Dockerfile").read_text()
+    (tag,) = re.findall(r"docker build -f policy_training/Dockerfile -t (\S+) \.", dockerfile)
+    (cron,) = docs("cronjob.yaml")
+    (ray,) = docs("rayjob.yaml")
+    pod = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    head = ray["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert [c["image"] for c in pod["containers"] + head["containers"]] == [tag, tag]
+    assert 'pip install ".[train]"' in dockerfile
+    extras = tomllib.loads((DIR.parents[1] / "pyproject.toml").read_text())["project"]
+    (torch_pin,) = [r for r in extras["optional-dependencies"]["train"] if r.startswith("torch")]
+    assert f"pip install {torch_pin} --index-url https://download.pytorch.org/whl/cpu" in dockerfile
+    workdir = pod["containers"][0]["workingDir"]
+    assert (
+        f"COPY policy_training {workdir}" in dockerfile
+        and f"cd {workdir}" in ray["spec"]["entrypoint"]
+    )
+    user = pod["securityContext"]["runAsUser"]
+    assert re.findall(r"^USER (\S+)", dockerfile, re.M) == [f"{user}:{user}"]
+
+
 def test_published_configmap_carries_the_artifact_and_its_version(tmp_path, capsys):
     path = tmp_path / "p.npz"
     layers = [(np.zeros((2, 2)), np.zeros(2))]
