@@ -702,13 +702,17 @@ def build_policy_availability(
     assert ref is not None
     data = {**((configmap or {}).get("data") or {}), **((configmap or {}).get("binaryData") or {})}
     if ref.key not in data:
-        where = f"ConfigMap {ref.name!r}" + (" has no key" if configmap else " (absent) has no key")
+        missing = (
+            f"ConfigMap {ref.name!r} has no key {ref.key!r} yet"
+            if configmap
+            else f"ConfigMap {ref.name!r} does not exist yet"
+        )
         return (
             None,
             False,
             "PolicyNotPublished",
-            f"{where} {ref.key!r} yet: the gateways serve {spec.policy.fallback} until a "
-            "retraining job publishes one (python -m inframind_training.publish)",
+            f"{missing}: the gateways serve {spec.policy.fallback} until a retraining job "
+            "publishes a policy (python -m inframind_training.publish)",
         )
     annotations = (configmap or {}).get("metadata", {}).get("annotations") or {}
     version = annotations.get(POLICY_VERSION_ANNOTATION, "unknown")
