@@ -115,6 +115,7 @@ class Args:
     run_dir: Path = Path("results/training")
     init_from: Path | None = None  # fine-tune: start from an exported artifact's weights
     traces: Path | None = None  # gateway traces: a JSONL file or a directory of them
+    traces_days: float | None = None  # only the traces of the last N days (None: all)
     num_cpus: int = 1
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
@@ -125,6 +126,8 @@ class Args:
             raise ValueError(f"--dual must be 'additive' or 'relative', got {self.dual!r}")
         if not 0.0 <= self.cost_ramp_from <= 1.0:
             raise ValueError(f"--cost-ramp-from must be in [0, 1], got {self.cost_ramp_from}")
+        if self.traces_days is not None and self.traces_days <= 0:
+            raise ValueError(f"--traces-days must be positive, got {self.traces_days}")
         if self.cost not in ("sampled", "expected"):
             raise ValueError(f"--cost must be 'sampled' or 'expected', got {self.cost!r}")
         if self.dual_window < 1:
@@ -206,6 +209,8 @@ def _convert(raw: Any, current: Any, name: str) -> Any:
         return tuple(kind(x) for x in str(raw).split(",") if x.strip())
     if isinstance(current, Path) or name in ("init_from", "traces"):
         return Path(raw)
+    if name == "traces_days":
+        return float(raw)
     if current is None:
         return raw
     return type(current)(raw)
@@ -542,7 +547,8 @@ def apply_traces(args: Args) -> tuple[Args, dict[str, Any]]:
         return args, {}
     from . import traces
 
-    summary = traces.load(args.traces)
+    since = time.time() - 86400.0 * args.traces_days if args.traces_days else None
+    summary = traces.load(args.traces, since_unix=since)
     overrides = traces.training_overrides(summary)
     speed = traces.speed_report(summary, traces.simulated_s_per_token())
     for pool, row in speed.items():
@@ -551,10 +557,14 @@ def apply_traces(args: Args) -> tuple[Args, dict[str, Any]]:
                 f"warning: {pool} serves at {row['ratio']:.2f}x the simulator's per-token time; "
                 "check its ModelPool calibration before trusting a policy trained on it"
             )
-    print(f"traces: {summary.queries} queries ({summary.skipped} lines skipped); using {overrides}")
+    print(
+        f"traces: {summary.queries} queries ({summary.skipped} lines skipped, {summary.older} "
+        f"older than the window); using {overrides}"
+    )
     report = {
         "queries": summary.queries,
         "skipped": summary.skipped,
+        "older": summary.older,
         "slo_compliance": summary.slo_compliance,
         "overrides": {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()},
         "speed": speed,

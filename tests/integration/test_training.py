@@ -53,7 +53,10 @@ def test_presets_and_flags_parse_into_one_dataclass():
     assert args.out == train.DEFAULT_ARTIFACT
     smoke = train.parse_args([])
     assert smoke.mode == "smoke" and smoke.out != train.DEFAULT_ARTIFACT
+    tuned = train.parse_args(["--finetune", "--traces", "/traces", "--traces-days", "14"])
+    assert tuned.traces_days == 14.0 and str(tuned.traces) == "/traces"
     for bad, says in (
+        ("--traces-days=0", "--traces-days must be positive"),
         ("--dual=pid", "--dual must be"),
         ("--cost-ramp-from=1.5", "in \\[0, 1\\]"),
         ("--cost=guess", "--cost must be"),

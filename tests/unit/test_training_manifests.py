@@ -35,7 +35,8 @@ def test_jobs_fine_tune_from_traces_and_publish_the_configmap_the_pipeline_mount
     (pipeline,) = docs("pipeline-learned.yaml")
     script = cron["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"][0]
     for text in (script, ray["spec"]["entrypoint"]):
-        assert "inframind_training.train --finetune" in text and "--traces" in text
+        assert "inframind_training.train --finetune" in text and "--traces /traces" in text
+        assert "--traces-days 14" in text  # the recent load, not the claim's whole history
         assert "inframind_training.publish" in text and "--configmap inframind-policy" in text
     assert ray["apiVersion"] == "ray.io/v1" and ray["spec"]["shutdownAfterJobFinishes"]
     spec = AgentPipelineSpec.model_validate(pipeline["spec"])

@@ -82,3 +82,25 @@ def test_a_directory_of_per_pod_trace_files_is_read_as_one(tmp_path):
 def test_an_empty_traces_directory_says_so(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"no \*\.jsonl trace files"):
         traces.load(tmp_path)
+
+
+def test_a_window_keeps_the_recent_traces_and_those_with_no_time(tmp_path):
+    now = 1_800_000_000.0
+    day = 86400.0
+    lines = [trace_line(i, arrival_unix_s=now - 30 * day) for i in range(5)]  # a month ago
+    lines += [trace_line(i, arrival_unix_s=now - day) for i in range(5, 12)]  # yesterday
+    lines += [trace_line(i) for i in range(12, 14)]  # no arrival and no call sent: kept
+    (tmp_path / "gw.jsonl").write_text("\n".join(lines))
+    recent = traces.load(tmp_path, since_unix=now - 14 * day)
+    assert (recent.queries, recent.older) == (9, 5)
+    assert traces.load(tmp_path).queries == 14
+
+
+def test_without_an_arrival_stamp_a_trace_is_dated_by_its_first_call():
+    rec = json.loads(trace_line(0))
+    rec["steps"] = [
+        {**rec["steps"][0], "started_at": 1_800_000_100.0},
+        {**rec["steps"][0], "started_at": 1_800_000_000.0},
+        {**rec["steps"][0], "started_at": None},
+    ]
+    assert traces.record_time(rec) == 1_800_000_000.0
