@@ -193,26 +193,27 @@ def parse_args(argv: list[str] | None = None) -> Args:
     chosen = ns.pop("mode") or "smoke"
     values: dict[str, Any] = {"mode": chosen, **PRESETS[chosen]}
     defaults = Args()
+    annotations = {f.name: str(f.type) for f in dataclasses.fields(Args)}
     for name, raw in ns.items():
         if raw is None:
             continue
-        current = getattr(defaults, name)
-        values[name] = _convert(raw, current, name)
+        values[name] = _convert(raw, getattr(defaults, name), annotations[name])
     return Args(**values)
 
 
-def _convert(raw: Any, current: Any, name: str) -> Any:
+# What an optional field's annotation ("Path | None") names, for a flag whose default (None)
+# has no type to convert to.
+_OPTIONAL_KINDS: dict[str, type] = {"Path": Path, "float": float, "int": int, "str": str}
+
+
+def _convert(raw: Any, current: Any, annotation: str) -> Any:
     if isinstance(raw, bool):
         return raw
     if isinstance(current, tuple):
         kind = type(current[0]) if current else float
         return tuple(kind(x) for x in str(raw).split(",") if x.strip())
-    if isinstance(current, Path) or name in ("init_from", "traces"):
-        return Path(raw)
-    if name == "traces_days":
-        return float(raw)
     if current is None:
-        return raw
+        return _OPTIONAL_KINDS.get(annotation.split("|")[0].strip(), str)(raw)
     return type(current)(raw)
 
 
