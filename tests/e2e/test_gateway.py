@@ -13,13 +13,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import numpy as np
 import openai
 import pytest
 
 from inframind.api.config import PipelineConfig
 from inframind.api.pipeline import Budget, ConfigMapKeyRef, PolicySource
-from inframind.bench.scenarios import LEARNED_ARTIFACT
 from inframind.vocab import Depth, Topology
 from support.dataplane import (
     engine_core_pids,
@@ -29,6 +27,7 @@ from support.dataplane import (
     pool,
     until,
 )
+from support.training import write_committed_policy_as
 
 pytestmark = pytest.mark.e2e
 
@@ -147,14 +146,9 @@ def _publish_policy(config_dir: Path, version: str) -> None:
     """Publish the committed policy as `version` the way the kubelet refreshes a mounted
     ConfigMap: the key is a symlink through `..data` to a new directory, swapped atomically
     (the kubelet's AtomicWriter), so the file's path stays and its inode changes."""
-    with np.load(LEARNED_ARTIFACT) as data:
-        arrays = {k: data[k] for k in data.files}
-    meta = json.loads(str(arrays["meta"]))
-    arrays["meta"] = np.array(json.dumps({**meta, "version": version}))
     payload = config_dir / f"..{version}"
     payload.mkdir()
-    with (payload / "policy.npz").open("wb") as f:
-        np.savez(f, **arrays)
+    write_committed_policy_as(payload / "policy.npz", version)
     swap = config_dir / "..data_tmp"
     swap.symlink_to(payload.name)
     swap.replace(config_dir / "..data")

@@ -325,10 +325,8 @@ def test_bad_specs_get_a_condition_and_one_warning_event_and_the_operator_surviv
 def test_a_published_policy_version_shows_in_the_pipelines_status_and_events(
     control_plane: ControlPlane, namespace: str, tmp_path: Path
 ) -> None:
-    import numpy as np
-
-    from inframind.bench.scenarios import LEARNED_ARTIFACT
     from inframind_training.publish import build_configmap
+    from support.training import write_committed_policy_as
 
     cp, ns = control_plane, namespace
     apply(cp, ns, yaml.safe_load((EXAMPLES / "modelpool-external.yaml").read_text()))
@@ -367,12 +365,8 @@ def test_a_published_policy_version_shows_in_the_pipelines_status_and_events(
 
     # A retraining job publishes version by version (as inframind_training.publish does).
     def publish(version: str) -> None:
-        with np.load(LEARNED_ARTIFACT) as data:
-            arrays = {k: data[k] for k in data.files}
-        meta = {**json.loads(str(arrays["meta"])), "version": version}
-        arrays["meta"] = np.array(json.dumps(meta))
         path = tmp_path / f"{version}.npz"
-        np.savez(path, **arrays)
+        meta = write_committed_policy_as(path, version)
         cp.kubectl(
             "apply", "-f", "-",
             stdin=yaml.safe_dump(build_configmap("inframind-policy", ns, path.read_bytes(), meta)),

@@ -1,10 +1,27 @@
-"""Helpers for tests of the trained policy: real decision points to compare runtimes on."""
+"""Helpers for tests of the trained policy: real decision points to compare runtimes on,
+and the committed artifact published under other versions, as retraining would."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from inframind.bench.scenarios import LEARNED_ARTIFACT
+
+
+def write_committed_policy_as(path: Path, version: str) -> dict[str, Any]:
+    """Write the committed policy to `path` under another version (its weights unchanged),
+    as a retraining run would publish one; returns the artifact's meta."""
+    with np.load(LEARNED_ARTIFACT) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = {**json.loads(str(arrays["meta"])), "version": version}
+    arrays["meta"] = np.array(json.dumps(meta))
+    with path.open("wb") as f:
+        np.savez(f, **arrays)
+    return meta
 
 
 def decision_points(n: int, seed: int = 3, load_rpm: float = 100.0) -> list[tuple[Any, dict]]:
