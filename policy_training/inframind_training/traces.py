@@ -12,8 +12,8 @@ Schema: one JSON object per line, written by the gateway (`--trace-log`) from
     priority     int?   vLLM priority sent (deadline in ms under EDF, null under FCFS)
     budget_s     float  the query's latency budget
     decision_us  float  time the planner + executor spent deciding
-    latency_s    float? whole-workflow latency (null if the query failed)
-    met_budget   bool?  latency_s <= budget_s
+    latency_s    float? whole-workflow latency, to the answer or to the failure
+    met_budget   bool?  answered, and latency_s <= budget_s (a failed query missed it)
     steps        list   one per agent step:
         wave, slot       int    position in the plan
         role             str    solver | drafter | refiner | ... (vocab.Role)

@@ -549,6 +549,41 @@ async def test_a_call_that_outruns_its_budget_on_a_live_engine_leaves_it_in_rout
         await runner.cleanup()
 
 
+async def test_a_query_that_fails_fast_is_traced_as_a_missed_budget():
+    """Its client got no answer, however quickly: the trace (which feeds retraining) and the
+    SLO must not count it as met."""
+    import time
+
+    from inframind.orchestrator.runner import PipelineFailed, Runner
+    from inframind.policy.types import Query
+
+    async def broken_engine(request: web.Request) -> web.Response:
+        return web.json_response({"error": "engine is shutting down"}, status=500)
+
+    runner, url = await serve_handler(broken_engine)
+    try:
+        view = LiveView(EngineScraper([url], interval_s=1.0, timeout_s=1.0), Endpoints())
+        view.configure(
+            PipelineConfig(
+                pipeline="p",
+                pools=[PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])],
+            )
+        )
+        with closing(EngineClient()) as engines:
+            pipeline = Runner("p", engines, view, BudgetGreedy())
+            query = Query(id=1, task=TaskFamily.MATH, budget_s=30.0, arrival_s=time.time())
+            with pytest.raises(PipelineFailed) as failed:
+                await pipeline.run(
+                    query, [{"role": "user", "content": "2+2?"}], build_plan(Topology.SINGLE)
+                )
+        trace = failed.value.trace
+        assert trace["latency_s"] < query.budget_s  # failed well within the budget
+        assert trace["met_budget"] is False
+        assert trace["steps"] and all(st["error"] for st in trace["steps"])
+    finally:
+        await runner.cleanup()
+
+
 def _answered(met: bool) -> Outcome:
     trace = QueryTrace("q", "p", "math", "single/1x1", "single", "budget-greedy", None, 10.0)
     trace.latency_s, trace.met_budget = (5.0, True) if met else (12.0, False)

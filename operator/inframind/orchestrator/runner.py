@@ -338,7 +338,7 @@ class Runner:
                     prompt_tokens += r.prompt_tokens
                     completion_tokens += r.completion_tokens
             if not answers:
-                self._finish(trace, query)
+                self._finish(trace, query, answered=False)
                 errors = [str(r) for r in results if isinstance(r, BaseException)]
                 rejected = [r for r in results if isinstance(r, EngineRejected)]
                 # A refusal of the user's own prompt is the client's to fix (400); a refusal
@@ -363,9 +363,11 @@ class Runner:
         self.slots.pending -= 1
         return await job
 
-    def _finish(self, trace: QueryTrace, query: Query) -> None:
+    def _finish(self, trace: QueryTrace, query: Query, answered: bool = True) -> None:
         trace.latency_s = round(time.time() - query.arrival_s, 4)
-        trace.met_budget = trace.latency_s <= query.budget_s
+        # A query that failed fast did not meet its budget: its client got no answer. Its
+        # trace feeds retraining, where a fast failure counted as met would reward it.
+        trace.met_budget = answered and trace.latency_s <= query.budget_s
 
     async def _step(
         self,
