@@ -846,6 +846,14 @@ async def test_a_republished_policy_file_is_loaded_and_a_refused_one_is_not_retr
         runner = gateway.runner
         gateway.reload_if_changed()
         assert gateway.runner is runner
+        publish("v4")  # copied in place, caught half-written: refused, not a crash
+        whole = (tmp_path / "policy.npz").read_bytes()
+        (tmp_path / "policy.npz").write_bytes(whole[: len(whole) // 2])
+        gateway.reload_if_changed()
+        assert gateway.policy_version == "heuristic:least-queue"
+        (tmp_path / "policy.npz").write_bytes(whole)  # the copy completes
+        gateway.reload_if_changed()
+        assert gateway.policy_version == "v4"
     finally:
         gateway._engines.close()
 

@@ -289,6 +289,47 @@ def test_a_policy_from_another_feature_schema_is_refused_and_the_fallback_serves
     assert "feature schema" in warning
 
 
+def _corrupt(path, how: str) -> None:
+    planner = _random_layers(len(PLANNER_FEATURES), PLANNER_ACTIONS, 1)
+    executor = _random_layers(len(EXECUTOR_FEATURES), EXECUTOR_ACTIONS, 2)
+    if how == "layers that do not chain":
+        planner[1] = (np.zeros((17, PLANNER_ACTIONS)), np.zeros(PLANNER_ACTIONS))
+    write_policy_file(path, planner, executor, version="bad")
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    if how == "truncated":
+        whole = path.read_bytes()
+        path.write_bytes(whole[: len(whole) // 2])
+        return
+    if how == "meta not JSON":
+        arrays["meta"] = np.array("{not json")
+    elif how == "a bias missing":
+        del arrays["executor/b1"]
+    elif how == "weights not numbers":
+        arrays["planner/W0"] = np.full(arrays["planner/W0"].shape, "x")
+    with path.open("wb") as f:
+        np.savez(f, **arrays)
+
+
+@pytest.mark.parametrize(
+    "how",
+    ["truncated", "meta not JSON", "a bias missing", "layers that do not chain",
+     "weights not numbers"],
+)  # fmt: skip
+def test_a_damaged_policy_file_falls_back_with_a_reason(tmp_path, how):
+    """A half-copied or hand-edited artifact must not take the gateway down (its loader
+    runs in the config watch and at start-up): the fallback serves and the warning says
+    what is wrong with the file."""
+    path = tmp_path / "policy.npz"
+    _corrupt(path, how)
+    policy, version, warning = load_policy(
+        PolicySource(path=str(path), fallback="least-queue"), Limits()
+    )
+    assert policy.name == "least-queue" and version == "heuristic:least-queue"
+    assert str(path) in warning or "policy file" in warning
+    assert warning.endswith("using least-queue meanwhile")
+
+
 def test_a_missing_policy_file_falls_back_with_a_reason(tmp_path):
     policy, _, warning = load_policy(PolicySource(path=str(tmp_path / "nope.npz")), Limits())
     assert policy.name == "budget-greedy" and "does not exist" in warning

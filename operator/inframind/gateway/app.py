@@ -173,11 +173,16 @@ class Gateway:
 
     async def _background(self) -> None:
         while not self._stop.is_set():
-            self.reload_if_changed()
-            self._flush_traces()
-            for url in self.scraper.endpoints:
-                self.metrics.inflight.labels(url).set(self.endpoints.inflight.get(url, 0))
-                self.metrics.queued.labels(url).set(self.slots.queued(url))
+            try:
+                self.reload_if_changed()
+                self._flush_traces()
+                for url in self.scraper.endpoints:
+                    self.metrics.inflight.labels(url).set(self.endpoints.inflight.get(url, 0))
+                    self.metrics.queued.labels(url).set(self.slots.queued(url))
+            except Exception:
+                # This task is the only one that reloads config and writes traces: a bug
+                # in one pass must not end it for the life of the process.
+                log.exception("config watch failed; trying again in the next poll")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.settings.config_poll_seconds)
 

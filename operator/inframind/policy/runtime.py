@@ -11,6 +11,8 @@ pipeline falls back to its named fallback heuristic rather than go down.
 from __future__ import annotations
 
 import json
+import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +50,20 @@ def _mlp(params: dict[str, np.ndarray], prefix: str) -> list[tuple[np.ndarray, n
     layers = []
     i = 0
     while f"{prefix}/W{i}" in params:
-        layers.append(
-            (
-                params[f"{prefix}/W{i}"].astype(np.float32),
-                params[f"{prefix}/b{i}"].astype(np.float32),
+        W, b = params[f"{prefix}/W{i}"], params.get(f"{prefix}/b{i}")
+        if b is None:
+            raise PolicyFileError(f"the policy file has {prefix}/W{i} but no {prefix}/b{i}")
+        if W.ndim != 2 or b.shape != (W.shape[1],):
+            raise PolicyFileError(
+                f"the policy file's {prefix} layer {i} has weights {W.shape} and bias "
+                f"{b.shape}; a layer needs (inputs, outputs) and (outputs,)"
             )
-        )
+        if layers and layers[-1][0].shape[1] != W.shape[0]:
+            raise PolicyFileError(
+                f"the policy file's {prefix} layer {i} takes {W.shape[0]} inputs but layer "
+                f"{i - 1} gives {layers[-1][0].shape[1]}"
+            )
+        layers.append((W.astype(np.float32), b.astype(np.float32)))
         i += 1
     if not layers:
         raise PolicyFileError(f"the policy file has no {prefix} weights ({prefix}/W0 missing)")
@@ -206,11 +216,17 @@ def read_policy_file(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]
             params = {k: data[k] for k in data.files}
     except FileNotFoundError:
         raise PolicyFileError(f"policy file {path} does not exist") from None
-    except (OSError, ValueError) as exc:
+    # A truncated or half-copied file fails in the zip layer, its members in zlib.
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
         raise PolicyFileError(f"policy file {path} is not a readable .npz: {exc}") from None
     if "meta" not in params:
         raise PolicyFileError(f"policy file {path} has no 'meta' entry; export it with inframind")
-    meta = json.loads(str(params.pop("meta")))
+    try:
+        meta = json.loads(str(params.pop("meta")))
+    except ValueError:
+        meta = None
+    if not isinstance(meta, dict):
+        raise PolicyFileError(f"policy file {path} has a 'meta' entry that is not a JSON object")
     if meta.get("format") != FORMAT:
         raise PolicyFileError(
             f"policy file {path} has format {meta.get('format')!r}; this runtime reads {FORMAT}"
@@ -270,9 +286,11 @@ def load_policy(
         return policy, f"heuristic:{source.heuristic}", None
     try:
         policy = LearnedPolicy(path, limits)
-    except PolicyFileError as exc:
+    except ValueError as exc:  # PolicyFileError, or weights numpy cannot read as numbers
+        reason = exc if isinstance(exc, PolicyFileError) else f"policy file {path}: {exc}"
         fallback = make_heuristic(source.fallback, limits, tuner)
-        return fallback, f"heuristic:{source.fallback}", f"{exc}; using {source.fallback} meanwhile"
+        warning = f"{reason}; using {source.fallback} meanwhile"
+        return fallback, f"heuristic:{source.fallback}", warning
     return policy, policy.version, None
 
 
