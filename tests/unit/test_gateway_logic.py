@@ -877,3 +877,43 @@ def test_a_trace_volume_that_cannot_be_written_loses_no_trace_and_stops_nothing(
         assert not gateway._traces
     finally:
         gateway._engines.close()
+
+
+async def test_the_clients_system_message_reaches_every_agent_of_the_pipeline():
+    """A persona or an output format the client asks for holds for each agent step, after
+    the step's own role and depth instructions."""
+    import time
+
+    from inframind.orchestrator.runner import Runner
+    from inframind.policy.types import Query
+
+    seen: list[list[dict]] = []
+
+    async def engine(request: web.Request) -> web.StreamResponse:
+        seen.append((await request.json())["messages"])
+        return await sse_answer(request, ROLE, FOUR)
+
+    runner, url = await serve_handler(engine)
+    try:
+        view = LiveView(EngineScraper([url], interval_s=1.0, timeout_s=1.0), Endpoints())
+        view.configure(
+            PipelineConfig(
+                pipeline="p",
+                pools=[PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])],
+            )
+        )
+        messages = [
+            {"role": "system", "content": "Answer in French."},
+            {"role": "user", "content": "2+2?"},
+        ]
+        with closing(EngineClient()) as engines:
+            pipeline = Runner("p", engines, view, BudgetGreedy())
+            query = Query(id=1, task=TaskFamily.MATH, budget_s=30.0, arrival_s=time.time())
+            await pipeline.run(query, messages, build_plan(Topology.CHAIN))
+        assert len(seen) == 2  # drafter, then refiner
+        for sent in seen:
+            systems = [m["content"] for m in sent if m["role"] == "system"]
+            assert len(systems) == 1 and systems[0].endswith("\n\nAnswer in French.")
+            assert {"role": "user", "content": "2+2?"} in sent
+    finally:
+        await runner.cleanup()

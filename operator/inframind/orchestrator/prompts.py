@@ -51,8 +51,14 @@ def build_messages(
     user_messages: Sequence[dict[str, str]],
     context: Sequence[str] = (),
 ) -> list[dict[str, str]]:
-    """The chat messages of one agent step: role and depth, the user's turn, prior answers."""
+    """The chat messages of one agent step: role and depth, the user's turn, prior answers.
+
+    The client's own system messages (a persona, an output format) follow the role and
+    depth in the one system message: every agent of the pipeline keeps them."""
     system = f"{ROLE_PROMPTS[role]} {DEPTH_PROMPTS[depth]}"
+    own = [m["content"] for m in user_messages if m.get("role") == "system" and m["content"]]
+    if own:
+        system = "\n\n".join([system, *own])
     messages = [{"role": "system", "content": system}]
     messages += [m for m in user_messages if m.get("role") != "system"]
     if context:
