@@ -84,6 +84,18 @@ def test_model_may_be_omitted_when_the_gateway_serves_one_pipeline() -> None:
             "unknown task",
         ),
         ({"model": "chat", "messages": USER, "stream": "yes"}, {}, 400, "true or false"),
+        # Shapes that used to fail inside the parser and answer 500:
+        ({"model": "chat", "messages": [{"role": ["user"], "content": "x"}]}, {}, 400, "role of"),
+        (
+            {"model": "chat", "messages": [{"role": "user", "content": [{"text": 5}]}]},
+            {},
+            400,
+            "must be text",
+        ),
+        # ...and ones that were quietly taken for something else:
+        ({"model": "chat", "messages": USER, "inframind": {"budget_s": True}}, {}, 400, "number"),
+        ({"model": "chat", "messages": USER, "inframind": []}, {}, 400, "must be an object"),
+        ({"model": "chat", "messages": USER, "inframind": False}, {}, 400, "must be an object"),
     ],
 )
 def test_bad_requests_get_a_4xx_with_a_reason(body, headers, status, says) -> None:
@@ -92,3 +104,10 @@ def test_bad_requests_get_a_4xx_with_a_reason(body, headers, status, says) -> No
     assert info.value.status == status
     assert says in str(info.value)
     assert info.value.body()["error"]["message"] == str(info.value)
+
+
+def test_text_content_parts_are_joined() -> None:
+    parts = [{"type": "text", "text": "2 + "}, {"type": "image_url"}]
+    parts.append({"type": "text", "text": "2?"})
+    req = parse({"model": "chat", "messages": [{"role": "user", "content": parts}]})
+    assert req.messages == [{"role": "user", "content": "2 + 2?"}]

@@ -38,7 +38,14 @@ _MESSAGE = {
         "content": {
             "oneOf": [
                 {"type": "string"},
-                {"type": "array", "items": {"type": "object"}, "description": "content parts"},
+                {
+                    "type": "array",
+                    "items": {
+                        "type": "object",
+                        "properties": {"type": {"type": "string"}, "text": {"type": "string"}},
+                    },
+                    "description": "content parts; the text ones are joined",
+                },
             ]
         },
     },
@@ -71,7 +78,9 @@ def _errors(*codes: int) -> dict[str, Any]:
         404: "unknown pipeline",
         413: "body or prompt too large",
         429: "shed under load; retry after Retry-After seconds",
-        503: "not ready (no pipeline config, or auth required but no token set)",
+        502: "an engine refused a later agent step of the plan",
+        503: "no engine answered within the budget (the error carries the trace under "
+        "'inframind'), or not ready: no pipeline config, or auth required but no token set",
     }
     return {
         str(c): {
@@ -133,7 +142,7 @@ def openapi_document() -> dict[str, Any]:
                                 "text/event-stream": {"schema": {"type": "string"}},
                             },
                         },
-                        **_errors(400, 401, 404, 413, 429, 503),
+                        **_errors(400, 401, 404, 413, 429, 502, 503),
                     },
                 }
             },
@@ -155,6 +164,9 @@ def openapi_document() -> dict[str, Any]:
                     "summary": "Readiness: a pipeline is configured and an engine reachable",
                     "responses": {"200": _json("ready"), "503": _json("not ready, with reasons")},
                 }
+            },
+            "/openapi.json": {
+                "get": {"summary": "This document", "responses": {"200": _json("OpenAPI 3.0")}}
             },
             "/metrics": {
                 "get": {

@@ -54,6 +54,8 @@ class PipelineRequest:
 
 def _number(value: Any, what: str, param: str) -> float:
     try:
+        if isinstance(value, bool):  # JSON true is no number of seconds, though int(True) is
+            raise TypeError
         out = float(value)
     except (TypeError, ValueError):
         raise RequestError(
@@ -105,7 +107,8 @@ def parse_request(
         )
     clean: list[dict[str, str]] = []
     for i, m in enumerate(messages):
-        if not isinstance(m, dict) or m.get("role") not in ROLES:
+        role = m.get("role") if isinstance(m, dict) else None
+        if not isinstance(role, str) or role not in ROLES:
             raise RequestError(
                 400,
                 f"messages[{i}] needs a role of system, user or assistant",
@@ -114,12 +117,13 @@ def parse_request(
             )
         content = m.get("content")
         if isinstance(content, list):  # OpenAI content parts: keep the text ones
-            content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
+            texts = [p.get("text", "") for p in content if isinstance(p, dict)]
+            content = "".join(texts) if all(isinstance(t, str) for t in texts) else None
         if not isinstance(content, str):
             raise RequestError(
                 400, f"messages[{i}].content must be text", "invalid_messages", "messages"
             )
-        clean.append({"role": m["role"], "content": content})
+        clean.append({"role": role, "content": content})
     if not any(m["role"] == "user" and m["content"].strip() for m in clean):
         raise RequestError(
             400, "'messages' has no non-empty user message", "invalid_messages", "messages"
@@ -133,8 +137,10 @@ def parse_request(
             "messages",
         )
 
-    ext = body.get("inframind") or {}
-    if not isinstance(ext, dict):
+    ext = body.get("inframind")
+    if ext is None:
+        ext = {}
+    elif not isinstance(ext, dict):
         raise RequestError(
             400,
             "'inframind' must be an object like {\"budget_s\": 20}",
