@@ -652,6 +652,10 @@ async def test_a_query_the_gateway_could_not_answer_in_time_counts_as_a_slo_miss
             resp = await client.post(f"{base}/v1/chat/completions", json=body)
         assert resp.status_code == 503, resp.text
         assert "not finished within" in resp.json()["error"]["message"]
+        assert resp.json()["error"]["inframind"]["met_budget"] is False
+        sample = gateway.metrics.registry.get_sample_value
+        # ...and so does the SLO the burn-rate alerts read, or an outage never fires one.
+        assert sample("inframind_slo_total", {"pipeline": "p", "result": "missed"}) == 1
         assert gateway.runner.policy.safety < BudgetGreedy.safety
         assert (
             gateway.metrics.registry.get_sample_value("inframind_budget_safety", {"pipeline": "p"})
@@ -660,6 +664,25 @@ async def test_a_query_the_gateway_could_not_answer_in_time_counts_as_a_slo_miss
     finally:
         await server.cleanup()
         await engine.cleanup()
+
+
+async def test_a_pipeline_with_no_pool_answers_503_with_a_reason_and_is_not_ready():
+    """The operator writes an empty pool list when the pipeline selects no usable pool."""
+    import httpx
+
+    gateway = Gateway(Settings(), config=PipelineConfig(pipeline="p", pools=[]))
+    server, base = await serve_app(create_app(gateway))
+    body = {"model": "p", "messages": [{"role": "user", "content": "2+2?"}]}
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            resp = await client.post(f"{base}/v1/chat/completions", json=body)
+            ready = await client.get(f"{base}/readyz")
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["error"]["code"] == "no_pools"
+        assert "no model pool" in resp.json()["error"]["message"]
+        assert ready.status_code == 503
+    finally:
+        await server.cleanup()
 
 
 async def test_one_engine_error_does_not_refuse_the_next_calls_while_the_engine_is_up():

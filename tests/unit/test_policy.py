@@ -330,6 +330,22 @@ def test_a_damaged_policy_file_falls_back_with_a_reason(tmp_path, how):
     assert warning.endswith("using least-queue meanwhile")
 
 
+def test_a_learned_policy_for_more_pools_than_its_encoder_sees_falls_back(tmp_path):
+    from inframind.policy.features import MAX_POOLS
+
+    path = tmp_path / "policy.npz"
+    write_policy_file(
+        path,
+        _random_layers(len(PLANNER_FEATURES), PLANNER_ACTIONS, 1),
+        _random_layers(len(EXECUTOR_FEATURES), EXECUTOR_ACTIONS, 2),
+        version="v1",
+    )
+    source = PolicySource(path=str(path), fallback="least-queue")
+    assert load_policy(source, Limits(), pools=MAX_POOLS)[1] == "v1"
+    _, version, warning = load_policy(source, Limits(), pools=MAX_POOLS + 1)
+    assert version == "heuristic:least-queue" and "split the pipeline" in warning
+
+
 def test_a_missing_policy_file_falls_back_with_a_reason(tmp_path):
     policy, _, warning = load_policy(PolicySource(path=str(tmp_path / "nope.npz")), Limits())
     assert policy.name == "budget-greedy" and "does not exist" in warning

@@ -239,6 +239,7 @@ class Gateway:
             ),
             base_dir=self.config_path.parent if self.config_path else None,
             tuner=self.tuner,
+            pools=len(config.pools),
         )
         if warning:
             log.warning("pipeline %s: %s", config.pipeline, warning)
@@ -378,6 +379,13 @@ class Gateway:
         if self.config is None or self.runner is None:
             return _error(503, self.config_error or "no pipeline configured", "not_ready")
         config, runner = self.config, self.runner
+        if not config.pools:  # the operator found no valid pool for the pipeline's selector
+            return _error(
+                503,
+                f"pipeline {config.pipeline} has no model pool: it selects no usable "
+                "ModelPool (see the AgentPipeline's status and events)",
+                "no_pools",
+            )
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:  # invalid UTF-8 included
@@ -458,7 +466,7 @@ class Gateway:
         return shown
 
     def _account_failure(self, pipeline: str, exc: PipelineFailed) -> None:
-        self.metrics.requests.labels(pipeline, str(exc.status)).inc()
+        self.metrics.failed(pipeline, exc.status)
         if exc.status >= 500:  # no answer within the budget, and not the client's doing
             self._observe(met_budget=False)
         self._record(exc.trace)
@@ -545,7 +553,7 @@ class Gateway:
                 {"error": {"message": str(exc), "code": "pipeline_failed", "inframind": exc.trace}}
             )
         except Exception as exc:  # an engine error after text was streamed
-            self.metrics.requests.labels(req.pipeline, "502").inc()
+            self.metrics.failed(req.pipeline, 502)
             self._observe(met_budget=False)
             last = _sse(
                 {"error": {"message": f"the answer broke off: {exc}", "code": "stream_broken"}}

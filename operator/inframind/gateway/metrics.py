@@ -107,6 +107,14 @@ class GatewayMetrics:
             self._child(self.latency, pipeline).observe(latency_s)
         self._child(self.slo, pipeline, "met" if met_budget else "missed").inc()
 
+    def failed(self, pipeline: str, status: int) -> None:
+        """An admitted query that got no answer: a 5xx (ours) is a missed budget to the SLO,
+        as to its client; a 4xx (the client's to fix, e.g. a prompt the engine refused)
+        is not counted for or against it."""
+        self._child(self.requests, pipeline, str(status)).inc()
+        if status >= 500:
+            self._child(self.slo, pipeline, "missed").inc()
+
     def stepped(self, pool: str, depth: str, ok: bool, latency_s: float | None) -> None:
         self._child(self.steps, pool, depth, "ok" if ok else "error").inc()
         if latency_s is not None:

@@ -274,10 +274,12 @@ def load_policy(
     limits: Limits,
     base_dir: Path | None = None,
     tuner: SafetyTuner | None = None,
+    pools: int = 0,
 ) -> tuple[Policy, str, str | None]:
     """(policy, version, warning). Never raises for a bad artifact: falls back and says why.
 
     `tuner` keeps the pipeline's SLO target if the heuristic (or fallback) is budget-greedy.
+    `pools`: how many the pipeline routes to; more than the encoder's slots also fall back.
     """
     path = policy_file(source, base_dir)
     if path is None:
@@ -285,6 +287,11 @@ def load_policy(
         policy = make_heuristic(source.heuristic, limits, tuner)
         return policy, f"heuristic:{source.heuristic}", None
     try:
+        if pools > MAX_POOLS:
+            raise PolicyFileError(
+                f"the pipeline has {pools} pools and a learned policy sees at most "
+                f"{MAX_POOLS}: split the pipeline, or raise MAX_POOLS and retrain"
+            )
         policy = LearnedPolicy(path, limits)
     except ValueError as exc:  # PolicyFileError, or weights numpy cannot read as numbers
         reason = exc if isinstance(exc, PolicyFileError) else f"policy file {path}: {exc}"
