@@ -24,7 +24,7 @@ from inframind.settings import Settings
 from inframind.telemetry.scrape import EngineScraper
 from inframind.telemetry.snapshot import Endpoints, LiveView, profile_from_config
 from inframind.vocab import TaskFamily, Topology
-from support.dataplane import FOUR, ROLE, serve_app, serve_handler, sse_answer
+from support.dataplane import FOUR, ROLE, serve_app, serve_handler, sse_answer, until
 
 pytestmark = pytest.mark.unit
 
@@ -940,3 +940,72 @@ async def test_the_clients_system_message_reaches_every_agent_of_the_pipeline():
             assert {"role": "user", "content": "2+2?"} in sent
     finally:
         await runner.cleanup()
+
+
+async def test_a_streaming_client_that_leaves_cancels_its_call_and_fails_nothing():
+    """Closing a stream is the client's choice: the engine's call is dropped at once (vLLM
+    aborts a request whose connection closes), and neither the SLO nor budget-greedy's
+    tuner counts it as the pipeline's failure."""
+    engine_saw_close = asyncio.Event()
+
+    async def slow_engine(request: web.Request) -> web.StreamResponse:
+        resp = await sse_answer(request, ROLE, done=False)
+        try:
+            for i in range(200):
+                delta = {"choices": [{"delta": {"content": f"t{i} "}}]}
+                await resp.write(b"data: " + json.dumps(delta).encode() + b"\n\n")
+                await asyncio.sleep(0.05)
+        except ConnectionResetError:
+            engine_saw_close.set()
+        return resp
+
+    engine, url = await serve_handler(slow_engine)
+    pool = PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])
+    config = PipelineConfig(pipeline="p", pools=[pool], budget=Budget(slo_target=0.99))
+    gateway = Gateway(Settings(), config=config)
+    server, base = await serve_app(create_app(gateway))
+    body = {"model": "p", "stream": True, "messages": [{"role": "user", "content": "count"}]}
+    try:
+        safety = gateway.runner.policy.safety
+        url_chat = f"{base}/v1/chat/completions"
+        async with ClientSession() as client, client.post(url_chat, json=body) as resp:
+            assert resp.status == 200
+            await resp.content.readline()  # the role chunk
+            await resp.content.readline()
+            await resp.content.readline()  # some text: the engine is generating
+        # leaving the block closed the connection mid-answer
+        await asyncio.wait_for(engine_saw_close.wait(), 5)  # well before its 10 s of text
+        sample = gateway.metrics.registry.get_sample_value
+        await until(lambda: sample("inframind_requests_total", {"pipeline": "p", "code": "499"}),
+                    "the closed stream counted as 499", timeout_s=5)  # fmt: skip
+        assert sample("inframind_requests_total", {"pipeline": "p", "code": "503"}) is None
+        assert sample("inframind_slo_total", {"pipeline": "p", "result": "missed"}) is None
+        assert gateway.runner.policy.safety == safety
+    finally:
+        await server.cleanup()
+        await engine.cleanup()
+
+
+async def test_a_streamed_request_refused_before_any_text_gets_its_http_status():
+    """The 200 waits for the first text, so a prompt the engine refuses is a 400 with a
+    reason for a streaming client too, not a 200 followed by an error event."""
+    import httpx
+
+    async def refusing_engine(request: web.Request) -> web.Response:
+        message = "This model's maximum context length is 2048 tokens."
+        return web.json_response({"error": {"message": message}}, status=400)
+
+    engine, url = await serve_handler(refusing_engine)
+    pool = PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])
+    gateway = Gateway(Settings(), config=PipelineConfig(pipeline="p", pools=[pool]))
+    server, base = await serve_app(create_app(gateway))
+    body = {"model": "p", "stream": True, "messages": [{"role": "user", "content": "long"}]}
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            resp = await client.post(f"{base}/v1/chat/completions", json=body)
+        assert resp.status_code == 400, resp.text
+        error = resp.json()["error"]
+        assert "maximum context length" in error["message"] and error["inframind"]["steps"]
+    finally:
+        await server.cleanup()
+        await engine.cleanup()

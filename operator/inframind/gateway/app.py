@@ -27,7 +27,14 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import ValidationError
 
 from ..api.config import PipelineConfig
-from ..orchestrator.runner import Outcome, PipelineFailed, Runner, StepTrace, infer_task
+from ..orchestrator.runner import (
+    ClientGone,
+    Outcome,
+    PipelineFailed,
+    Runner,
+    StepTrace,
+    infer_task,
+)
 from ..orchestrator.scheduler import admit
 from ..orchestrator.slots import SlotQueue
 from ..orchestrator.wire import EngineClient
@@ -44,6 +51,10 @@ from .openapi import openapi_document
 from .requests import PipelineRequest, RequestError, parse_request
 
 log = logging.getLogger("inframind.gateway")
+
+# The status counted for a streamed query whose client went away before its answer was
+# complete (nginx's "client closed request"); it never reaches the client.
+CLIENT_CLOSED = 499
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -521,10 +532,10 @@ class Gateway:
         plan: Any,
         decision_us: float,
     ) -> web.StreamResponse:
-        resp = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await resp.prepare(request)
+        """Server-sent events, OpenAI's chunks. The 200 and its headers wait for the first
+        text: until then a failure (a prompt the engine refused, no engine answering) is
+        still an HTTP error with its status, as without streaming."""
+        resp: web.StreamResponse | None = None
         cid = f"chatcmpl-{query.id}"
         created = int(time.time())
 
@@ -540,30 +551,50 @@ class Gateway:
                 }
             )
 
-        await resp.write(chunk({"role": "assistant", "content": ""}))
+        async def send(data: bytes) -> None:
+            nonlocal resp
+            try:
+                if resp is None:
+                    resp = web.StreamResponse(
+                        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+                    )
+                    await resp.prepare(request)
+                    await resp.write(chunk({"role": "assistant", "content": ""}))
+                await resp.write(data)
+            except ConnectionResetError as exc:  # aiohttp's, when the client has gone
+                raise ClientGone(str(exc)) from None
 
         async def on_delta(text: str) -> None:
-            await resp.write(chunk({"content": text}))
+            await send(chunk({"content": text}))
 
         try:
             outcome = await runner.run(query, req.messages, plan, decision_us, on_delta=on_delta)
+        except ClientGone:
+            # Nobody to answer, and not the pipeline's failure: no SLO miss, no tuner signal.
+            self.metrics.failed(req.pipeline, CLIENT_CLOSED)
+            log.info("query %s: the client closed the stream; its calls are cancelled", query.id)
+            return resp if resp is not None else web.Response(status=CLIENT_CLOSED)
         except PipelineFailed as exc:
             self._account_failure(req.pipeline, exc)
+            if resp is None:
+                return _error(exc.status, str(exc), "pipeline_failed", inframind=exc.trace)
             last = _sse(
                 {"error": {"message": str(exc), "code": "pipeline_failed", "inframind": exc.trace}}
             )
         except Exception as exc:  # an engine error after text was streamed
             self.metrics.failed(req.pipeline, 502)
             self._observe(met_budget=False)
-            last = _sse(
-                {"error": {"message": f"the answer broke off: {exc}", "code": "stream_broken"}}
-            )
+            message = f"the answer broke off: {exc}"
+            if resp is None:
+                return _error(502, message, "stream_broken")
+            last = _sse({"error": {"message": message, "code": "stream_broken"}})
         else:
             trace = self._account(outcome)
             last = chunk({}, "stop", usage=_usage(outcome), inframind=trace)
-        await resp.write(last)
-        await resp.write(b"data: [DONE]\n\n")
-        await resp.write_eof()
+        with contextlib.suppress(ClientGone, ConnectionResetError):
+            await send(last)
+            await send(b"data: [DONE]\n\n")
+            await resp.write_eof()
         return resp
 
 

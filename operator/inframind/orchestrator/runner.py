@@ -11,6 +11,7 @@ appended to a log for offline training.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import re
@@ -123,6 +124,11 @@ class _Holding:
             self.slots.release(self.url)
         finally:
             self.endpoints.release(self.url)
+
+
+class ClientGone(Exception):
+    """The client of a streamed answer went away: the query ends, unanswered and unfailed
+    (no one is left to answer), and its calls are cancelled, which aborts them in vLLM."""
 
 
 class PipelineFailed(Exception):
@@ -316,6 +322,8 @@ class Runner:
                 # was admitted before any step started, and none was ever shed.
                 try:
                     results = [await jobs[0]]
+                except ClientGone:
+                    raise
                 except Exception as exc:  # collected, as gather(return_exceptions) does
                     results = [exc]
             else:
@@ -445,14 +453,17 @@ class Runner:
                         )
                     else:
                         result = None
-                        async for item in chat_stream(
-                            self.client, endpoint, body, timeout, start_timeout
-                        ):
-                            if isinstance(item, CallResult):
-                                result = item
-                            else:
-                                streamed = True
-                                await on_delta(item)
+                        # Closed at once if on_delta raises (the client went away): its
+                        # connection closes, and vLLM stops generating for no one.
+                        async with contextlib.aclosing(
+                            chat_stream(self.client, endpoint, body, timeout, start_timeout)
+                        ) as stream:
+                            async for item in stream:
+                                if isinstance(item, CallResult):
+                                    result = item
+                                else:
+                                    streamed = True
+                                    await on_delta(item)
                         assert result is not None
             except EngineUnavailable as exc:
                 log.warning("%s step %d/%d: %s", trace.id, wave, slot, exc)
