@@ -6,7 +6,7 @@ import json
 from functools import lru_cache
 from typing import Annotated
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -87,3 +87,36 @@ class Settings(BaseSettings):
 def get_settings() -> Settings:
     """Settings read once per process; tests build `Settings(...)` directly instead."""
     return Settings()
+
+
+# The settings an AgentPipeline may give its gateways (spec.gateway.env). The operator sets
+# the others itself (config path, port, token from a Secret) or they are the operator's own.
+GATEWAY_TUNABLE = (
+    "gateway_max_inflight",
+    "gateway_max_prompt_chars",
+    "gateway_max_body_bytes",
+    "gateway_rescue",
+    "scrape_interval_seconds",
+    "scrape_timeout_seconds",
+    "config_poll_seconds",
+    "prometheus_url",
+    "prometheus_timeout_seconds",
+)
+ENV_PREFIX = "INFRAMIND_"
+
+
+def env_name(setting: str) -> str:
+    return ENV_PREFIX + setting.upper()
+
+
+def check_gateway_setting(name: str, value: str) -> None:
+    """Raise ValueError, saying what to fix, unless `name=value` is a valid gateway setting."""
+    field = name.removeprefix(ENV_PREFIX).lower()
+    if not name.startswith(ENV_PREFIX) or field not in GATEWAY_TUNABLE:
+        known = ", ".join(env_name(f) for f in GATEWAY_TUNABLE)
+        raise ValueError(f"{name} is not a gateway setting; use one of {known}")
+    try:
+        Settings.model_validate({field: value})
+    except ValidationError as exc:
+        reason = exc.errors()[0]["msg"]
+        raise ValueError(f"{name}={value!r}: {reason}") from None

@@ -67,6 +67,10 @@ def test_bad_modelpool_spec_says_what_to_fix(spec: dict, says: str) -> None:
     assert says in _error(ModelPoolSpec, spec)
 
 
+def _env(name: str, value: str) -> dict[str, str]:
+    return {"name": name, "value": value}
+
+
 @pytest.mark.parametrize(
     ("spec", "says"),
     [
@@ -80,6 +84,27 @@ def test_bad_modelpool_spec_says_what_to_fix(spec: dict, says: str) -> None:
         ({"pools": ["a"], "maxAgents": 1}, "raise maxAgents"),
         ({"pools": ["a"], "policy": {"heuristic": "magic"}}, "budget-greedy"),
         ({"pools": ["a"], "policy": {"heuristic": "moa", "path": "/p"}}, "choose one source"),
+        (
+            {
+                "pools": ["a"],
+                "gateway": {"env": [{"name": "INFRAMIND_GATEWAY_PORT", "value": "1"}]},
+            },
+            "not a gateway setting; use one of INFRAMIND_GATEWAY_MAX_INFLIGHT",
+        ),
+        (
+            {
+                "pools": ["a"],
+                "gateway": {"env": [{"name": "INFRAMIND_GATEWAY_RESCUE", "value": "?"}]},
+            },
+            "INFRAMIND_GATEWAY_RESCUE='?': Input should be a valid boolean",
+        ),
+        (
+            {
+                "pools": ["a"],
+                "gateway": {"env": [_env("INFRAMIND_GATEWAY_MAX_INFLIGHT", "8")] * 2},
+            },
+            "sets INFRAMIND_GATEWAY_MAX_INFLIGHT more than once",
+        ),
     ],
 )
 def test_bad_pipeline_spec_says_what_to_fix(spec: dict, says: str) -> None:

@@ -205,6 +205,35 @@ def test_gateway_reads_its_token_from_the_secret_and_its_config_from_the_configm
     assert "checksum/config" not in dep["spec"]["template"]["metadata"].get("annotations", {})
 
 
+def test_gateway_settings_reach_its_pods_and_the_operators_prometheus_by_default(
+    monkeypatch,
+) -> None:
+    """spec.gateway.env tunes the gateway; where the operator reads engine metrics from
+    Prometheus, its gateways get the same URL as their second source."""
+    from inframind.settings import Settings
+
+    operator = SETTINGS.model_copy(update={"prometheus_url": "http://prom.monitoring:9090"})
+    given = [{"name": "INFRAMIND_GATEWAY_MAX_INFLIGHT", "value": "64"},
+             {"name": "INFRAMIND_GATEWAY_RESCUE", "value": "false"}]  # fmt: skip
+    spec = AgentPipelineSpec.model_validate({"pools": ["a"], "gateway": {"env": given}})
+    dep = r.build_gateway_deployment("chat", "ml", spec, operator, PIPE_OWNER)
+    kubernetes_validate.validate(dep, "1.32", strict=True)
+    env = {e["name"]: e["value"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    for name, value in env.items():  # as the gateway process reads them
+        monkeypatch.setenv(name, value)
+    gateway = Settings()
+    assert gateway.prometheus_url == "http://prom.monitoring:9090"
+    assert gateway.gateway_max_inflight == 64 and gateway.gateway_rescue is False
+
+    own = [*given, {"name": "INFRAMIND_PROMETHEUS_URL", "value": "http://prom.ml:9090"}]
+    spec = AgentPipelineSpec.model_validate({"pools": ["a"], "gateway": {"env": own}})
+    dep = r.build_gateway_deployment("chat", "ml", spec, operator, PIPE_OWNER)
+    env = dep["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert [e["value"] for e in env if e["name"] == "INFRAMIND_PROMETHEUS_URL"] == [
+        "http://prom.ml:9090"
+    ]
+
+
 def test_a_policy_published_to_a_configmap_is_mounted_beside_the_gateway_config() -> None:
     spec = AgentPipelineSpec.model_validate(
         {"pools": ["a"], "policy": {"configMapRef": {"name": "inframind-policy"}}}

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from ..settings import check_gateway_setting
 from ..vocab import Depth, Role, SchedulerKind, Topology
 from .common import (
     CONFIGMAP_KEY_PATTERN,
@@ -107,6 +108,21 @@ class PolicySource(CamelModel):
         return f"file:{self.path}"
 
 
+class GatewaySetting(CamelModel):
+    """One gateway setting, passed to its pods as an environment variable."""
+
+    name: str = Field(
+        pattern=r"^INFRAMIND_[A-Z0-9_]+$",
+        description="e.g. INFRAMIND_GATEWAY_MAX_INFLIGHT (README: Settings)",
+    )
+    value: str = Field(max_length=2048)
+
+    @model_validator(mode="after")
+    def _known_and_valid(self) -> GatewaySetting:
+        check_gateway_setting(self.name, self.value)
+        return self
+
+
 class GatewaySpec(CamelModel):
     replicas: int = Field(default=1, ge=0, le=64)
     image: str | None = Field(
@@ -117,6 +133,20 @@ class GatewaySpec(CamelModel):
     auth_secret_ref: SecretKeyRef | None = Field(
         default=None, description="Bearer token clients must present (optional)"
     )
+    env: list[GatewaySetting] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Gateway settings (INFRAMIND_*); the operator's Prometheus URL is "
+        "passed on unless INFRAMIND_PROMETHEUS_URL is set here",
+    )
+
+    @model_validator(mode="after")
+    def _each_setting_once(self) -> GatewaySpec:
+        names = [e.name for e in self.env]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"spec.gateway.env sets {', '.join(twice)} more than once")
+        return self
 
 
 class Retraining(CamelModel):

@@ -545,6 +545,12 @@ def build_gateway_deployment(
         {"name": "INFRAMIND_PIPELINE_CONFIG", "value": f"{CONFIG_DIR}/{CONFIG_KEY}"},
         {"name": "INFRAMIND_GATEWAY_PORT", "value": str(settings.gateway_port)},
     ]
+    given = {e.name for e in gw.env}
+    if settings.prometheus_url and "INFRAMIND_PROMETHEUS_URL" not in given:
+        # Where the operator reads engine metrics, its gateways can too: their second
+        # source when a direct scrape fails.
+        env.append({"name": "INFRAMIND_PROMETHEUS_URL", "value": settings.prometheus_url})
+    env += [{"name": e.name, "value": e.value} for e in gw.env]
     if gw.auth_secret_ref is not None:
         ref = gw.auth_secret_ref
         env.append(
