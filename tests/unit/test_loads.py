@@ -150,3 +150,15 @@ def test_admission_classes_shed_only_sheddable_queries_of_a_class_over_its_limit
     assert admit(busy, tight, True, 0, 100, classes).cause != "class"
     calm = ClusterSnapshot(0.0, (_profile("a"),), (PoolLoad(running=4),))
     assert admit(calm, loose, True, 0, 100, classes).admitted
+
+
+def test_a_pool_that_is_down_adds_no_capacity_to_admission():
+    """Two pools of 32 slots, one down: the other's 64 requests are two per slot, and a
+    class allowing 1.5 sheds, as it would if the down pool had never existed."""
+    profiles = (_profile("a"), _profile("b"))
+    loads = (PoolLoad(running=32, waiting=32), PoolLoad(available=False))
+    classes = [AdmissionClass(name="batch", max_occupancy=1.5)]
+    loose = Query(1, TaskFamily.MATH, budget_s=600.0, arrival_s=0.0)
+    verdict = admit(ClusterSnapshot(0.0, profiles, loads), loose, True, 0, 100, classes)
+    assert not verdict.admitted and verdict.cause == "class"
+    assert "2.0 requests per batch slot" in verdict.reason

@@ -37,10 +37,15 @@ def admission_class(classes: Sequence[AdmissionClass], budget_s: float) -> Admis
 
 def cluster_occupancy(snapshot: ClusterSnapshot, pending: int = 0) -> float:
     """Requests (running, waiting, in flight from here, or `pending`: admitted steps about
-    to start) per batch slot, over all pools."""
-    slots = sum(p.max_running * p.replicas for p in snapshot.profiles)
-    busy = pending + sum(ld.occupancy for ld in snapshot.loads if ld.available)
-    return busy / slots if slots else 0.0
+    to start) per batch slot, over the pools that can take calls: a pool that is down
+    adds no capacity, or losing one of two would let twice the load through."""
+    slots = busy = 0.0
+    for profile, load in zip(snapshot.profiles, snapshot.loads, strict=True):
+        if load.available:
+            slots += profile.max_running * profile.replicas
+            busy += load.occupancy
+    busy += pending
+    return busy / slots if slots else (math.inf if busy else 0.0)
 
 
 def admit(
