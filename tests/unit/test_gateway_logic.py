@@ -194,6 +194,48 @@ async def test_an_engine_too_busy_to_answer_metrics_keeps_its_last_load():
             await runner.cleanup()
 
 
+async def test_an_engine_without_a_kv_gauge_is_marked_stale_not_read_as_empty():
+    """Missing is not zero: without its KV-cache gauge an engine's pressure is unknown,
+    and its pool says so (stale, with the reason) rather than look 0 % full. The gauge's
+    older name counts as the gauge."""
+
+    def serving(text: str):
+        async def handler(_: web.Request) -> web.Response:
+            return web.Response(text=text)
+
+        return handler
+
+    counts = "vllm:num_requests_waiting 0\nvllm:num_requests_running 2\n"
+    served = [
+        await _metrics_server(serving(counts)),
+        await _metrics_server(serving(counts + "vllm:gpu_cache_usage_perc 0.6\n")),
+    ]
+    runners, urls = [r for r, _ in served], [u for _, u in served]
+    try:
+        scraper = EngineScraper(urls, interval_s=1.0, timeout_s=1.0)
+        async with ClientSession() as session:
+            await scraper.scrape_once(session)
+        loads = scraper.loads()
+        assert loads[urls[0]].stale and loads[urls[0]].kv_usage is None
+        assert "KV-cache pressure unknown" in loads[urls[0]].error
+        assert not loads[urls[1]].stale and loads[urls[1]].kv_usage == 0.6
+        view = LiveView(scraper, Endpoints())
+        view.configure(
+            PipelineConfig(
+                pipeline="p",
+                pools=[
+                    PoolConfig(name=n, model="m", served_model_name="m", endpoints=[u])
+                    for n, u in zip(("no-kv", "old-name"), urls, strict=True)
+                ],
+            )
+        )
+        snap = view.snapshot()
+        assert snap.loads[0].stale and not snap.loads[1].stale
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+
+
 async def test_the_gateway_waits_for_an_engine_slow_to_serve_its_metrics():
     """An idle engine's API server beside a flooded one took over a second to serve /metrics.
     The gateway waits INFRAMIND_SCRAPE_TIMEOUT_SECONDS (2.5 s by default) for it, so it is

@@ -60,6 +60,8 @@ def _results() -> dict:
             _sample(3, __name__="vllm:num_requests_waiting", **managed),
             _sample(8, __name__="vllm:num_requests_running", **managed),
             _sample(0.97, __name__="vllm_kv_cache_usage_perc", **managed),
+            # An engine exporting the gauge under its older name too: one share, not 1.94.
+            _sample(0.97, __name__="vllm_gpu_cache_usage_perc", signal="mean", **managed),
             _sample(0, __name__="vllm_num_requests_waiting", **external),
             _sample(1, __name__="vllm_num_requests_running", **external),
             _sample(0.2, __name__="vllm_kv_cache_usage_perc", **external),

@@ -27,11 +27,11 @@ from ..telemetry.urls import instance_of
 POOL_LABEL = "inframind_io_pool"
 _BY = f"namespace, pod, instance, {POOL_LABEL}"
 _VLLM = "vllm[:_]"
-_GAUGES = {
-    "num_requests_waiting": "waiting",
-    "num_requests_running": "running",
-    "kv_cache_usage_perc": "kv_usage",
-}
+# Request counts add up over an engine's series (one per engine core); a KV usage share
+# is their mean. gpu_cache_usage_perc is the KV gauge as older vLLM releases name it.
+_SUMMED = {"num_requests_waiting": "waiting", "num_requests_running": "running"}
+_AVERAGED = {"kv_cache_usage_perc": "kv_usage", "gpu_cache_usage_perc": "kv_usage"}
+_GAUGES = {**_SUMMED, **_AVERAGED}
 
 # Above this KV-cache usage with requests waiting, an endpoint is saturated: new calls
 # would queue behind preemptions (vLLM recomputes evicted sequences).
@@ -48,7 +48,7 @@ def build_load_queries(window: str = "1m") -> dict[str, str]:
     """The PromQL of one metrics loop, by what it yields. Three queries, constant in the
     number of pools and pods: every signal of a kind rides in one query, told apart by
     `__name__` or a `signal` label."""
-    gauges = "|".join(_GAUGES)
+    summed, averaged = "|".join(_SUMMED), "|".join(_AVERAGED)
 
     def quantile(q: float, hist: str) -> str:
         buckets = f'{{__name__=~"{_VLLM}{hist}_bucket"}}'
@@ -71,7 +71,10 @@ def build_load_queries(window: str = "1m") -> dict[str, str]:
         )
     )
     return {
-        "gauges": f'sum by (__name__, {_BY}) ({{__name__=~"{_VLLM}({gauges})"}})',
+        # `or` matches series on their labels without __name__: the averaged ones need a
+        # label of their own, or the summed series of the same pod would hide them.
+        "gauges": f'sum by (__name__, {_BY}) ({{__name__=~"{_VLLM}({summed})"}}) or '
+        + _tag(f'avg by (__name__, {_BY}) ({{__name__=~"{_VLLM}({averaged})"}})', "mean"),
         "latency": latency,
         "gpu": gpu,
     }
@@ -113,7 +116,10 @@ def build_series(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Ser
         value = _value(sample)
         if signal and value is not None:
             t = target(metric)
-            t.values[signal] = t.values.get(signal, 0.0) + value
+            if name[5:] in _AVERAGED:  # one share, whichever names the engine exports
+                t.values[signal] = max(t.values.get(signal, 0.0), value)
+            else:
+                t.values[signal] = t.values.get(signal, 0.0) + value
     for sample in results.get("latency", ()):
         metric, value = sample.get("metric", {}), _value(sample)
         if value is not None and metric.get("signal"):

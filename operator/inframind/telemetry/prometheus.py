@@ -33,20 +33,26 @@ log = logging.getLogger(__name__)
 
 _NAME = "vllm[:_]"
 # Gauges (and the preemption counter, as scrape.py reports it) in one query; grouping by
-# __name__ keeps the series apart. Field names match EndpointLoad.
-_INSTANT = {
+# __name__ keeps the series apart. Field names match EndpointLoad. Counts add up over an
+# engine's series (one per engine core); a usage share is their mean, as scrape.py has it.
+_SUMMED = {
     "num_requests_waiting": "waiting",
     "num_requests_running": "running",
-    "kv_cache_usage_perc": "kv_usage",
     "num_preemptions_total": "preemptions",
 }
+_AVERAGED = {"kv_cache_usage_perc": "kv_usage", "gpu_cache_usage_perc": "kv_usage"}
+_INSTANT = {**_SUMMED, **_AVERAGED}
 
 
 def build_queries(window: str = "1m") -> dict[str, str]:
     """The PromQL issued on every refresh, by the signal each one yields (pure)."""
-    gauges = "|".join(_INSTANT)
+    summed, averaged = "|".join(_SUMMED), "|".join(_AVERAGED)
     queries = {
-        "instant": f'sum by (instance, __name__) ({{__name__=~"{_NAME}({gauges})"}})',
+        # `or` matches series on their labels without __name__: the averaged ones need a
+        # label of their own, or the summed series of the same instance would hide them.
+        "instant": f'sum by (instance, __name__) ({{__name__=~"{_NAME}({summed})"}}) or '
+        f'label_replace(avg by (instance, __name__) ({{__name__=~"{_NAME}({averaged})"}}), '
+        '"mean", "1", "", "")',
     }
     for key, hist, q in (
         ("latency_p50_s", "e2e_request_latency_seconds", 0.5),

@@ -40,6 +40,8 @@ class EndpointLoad:
     error: str | None = None
 
 
+NO_KV_GAUGE = "no vllm:kv_cache_usage_perc gauge: KV-cache pressure unknown"
+
 # vLLM's gauges flap while it preempts under KV pressure: a saturated engine can report
 # 0 running and 0 % KV for one scrape while dozens of requests wait. An endpoint's load is
 # the busiest of its scrapes in this window, so one calm-looking scrape does not pull
@@ -57,6 +59,7 @@ class _History:
         self.error: str | None = None
         # The engine's context window, read once from /v1/models (vLLM reports it there).
         self.max_model_len: int | None = None
+        self.warned_kv = False
 
     def add(self, t: float, metrics: EngineMetrics) -> None:
         self.samples.append((t, metrics))
@@ -79,17 +82,19 @@ class _History:
             values = [v for m in recent if (v := getattr(m, attr)) is not None]
             return max(values) if values else None
 
+        kv_usage = peak("kv_usage")
         return EndpointLoad(
             url=url,
             waiting=peak("waiting"),
             running=peak("running"),
-            kv_usage=peak("kv_usage"),
+            kv_usage=kv_usage,
             ttft_p50_s=ttft.quantile(0.5) if ttft else None,
             latency_p50_s=e2e.quantile(0.5) if e2e else None,
             latency_p95_s=e2e.quantile(0.95) if e2e else None,
             preemptions=latest.counters.get("preemptions"),
             observed_at=t,
-            stale=(now - t) > stale_after_s,
+            # Without its KV gauge an engine's pressure is unknown, not zero.
+            stale=(now - t) > stale_after_s or kv_usage is None,
             error=self.error,
         )
 
@@ -144,6 +149,11 @@ class EngineScraper:
             hist.error = "no vLLM metrics in the response"
             return
         hist.add(time.monotonic(), metrics)
+        if metrics.kv_usage is None:
+            hist.error = NO_KV_GAUGE
+            if not hist.warned_kv:
+                log.warning("%s/metrics: %s; its load counts as stale", url, NO_KV_GAUGE)
+                hist.warned_kv = True
         if hist.max_model_len is None:
             hist.max_model_len = await self._context_window(session, url)
 

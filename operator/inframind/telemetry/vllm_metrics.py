@@ -17,6 +17,7 @@ GAUGES = {
     "num_requests_waiting": "waiting",
     "num_requests_running": "running",
     "kv_cache_usage_perc": "kv_usage",
+    "gpu_cache_usage_perc": "kv_usage",  # the same gauge, as older vLLM releases name it
 }
 HISTOGRAMS = {
     "time_to_first_token_seconds": "ttft",
