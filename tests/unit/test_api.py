@@ -83,6 +83,11 @@ def _env(name: str, value: str) -> dict[str, str]:
         ({"pools": ["a"], "topologies": ["star"]}, "'single'"),
         ({"pools": ["a"], "maxAgents": 1}, "raise maxAgents"),
         ({"pools": ["a"], "policy": {"heuristic": "magic"}}, "budget-greedy"),
+        ({"pools": ["a"], "topologies": ["ensemble"], "maxAgents": 3}, "raise maxAgents to 4"),
+        (
+            {"pools": ["a"], "topologies": ["single", "verify"], "roles": ["solver"]},
+            "leaves verify no plan: it needs verifier",
+        ),
         ({"pools": ["a"], "policy": {"heuristic": "moa", "path": "/p"}}, "choose one source"),
         (
             {

@@ -91,6 +91,15 @@ def test_limits_restrict_the_plans_a_policy_may_pick():
         assert plan.topology is Topology.SINGLE or plan.agents <= 4
 
 
+def test_roles_restrict_the_plans_to_those_whose_agents_take_only_them():
+    """spec.roles = [solver, verifier]: of every topology, only plans with no other role."""
+    limits = Limits(roles=(Role.SOLVER, Role.VERIFIER))
+    assert {CATALOGUE[i].label for i in limits.plan_ids} == {"single/1x1", "verify/2x2"}
+    for name in HEURISTICS:  # a rich budget would otherwise buy ensembles and debates
+        plan = make_heuristic(name, limits).decide(_snapshot([0.8, 0.6, 0.5]), _query(300))
+        assert {r for wave in plan.waves for r in wave} <= {Role.SOLVER, Role.VERIFIER}
+
+
 def test_edf_priority_orders_by_deadline_and_fcfs_sends_none():
     early, late = Query(1, TaskFamily.MATH, 5, 100.0), Query(2, TaskFamily.MATH, 60, 90.0)
     assert priority_for(SchedulerKind.EDF, early) < priority_for(SchedulerKind.EDF, late)

@@ -6,6 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
+from ..policy.plans import CATALOGUE
 from ..settings import check_gateway_setting
 from ..vocab import Depth, Role, SchedulerKind, Topology
 from .common import (
@@ -219,7 +220,28 @@ class AgentPipelineSpec(CamelModel):
                 "spec.maxAgents is 1 but spec.topologies allows multi-agent topologies "
                 "(chain, debate, ensemble, verify); raise maxAgents or allow only 'single'"
             )
+        for topology in self.topologies:  # a topology no plan can take would be ignored
+            self._check_reachable(topology)
         return self
+
+    def _check_reachable(self, topology: Topology) -> None:
+        plans = [p for p in CATALOGUE if p.topology is topology]
+        narrow = [p for p in plans if topology is Topology.SINGLE or p.agents <= self.max_agents]
+        if not narrow:
+            fewest = min(p.agents for p in plans)
+            raise ValueError(
+                f"spec.topologies allows {topology.value}, whose smallest plan has {fewest} "
+                f"agents, but spec.maxAgents is {self.max_agents}: raise maxAgents to "
+                f"{fewest} or remove {topology.value}"
+            )
+        if self.roles is not None:
+            roles = set(self.roles)
+            if not any(all(r in roles for w in p.waves for r in w) for p in narrow):
+                needed = sorted({r.value for w in narrow[0].waves for r in w} - roles)
+                raise ValueError(
+                    f"spec.roles leaves {topology.value} no plan: it needs "
+                    f"{', '.join(needed)}; add them to spec.roles or remove {topology.value}"
+                )
 
 
 class PipelineStatus(CamelModel):

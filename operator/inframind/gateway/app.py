@@ -247,6 +247,7 @@ class Gateway:
                 depths=tuple(config.depths),
                 max_agents=config.max_agents,
                 scheduler=config.scheduler,
+                roles=tuple(config.roles) if config.roles is not None else None,
             ),
             base_dir=self.config_path.parent if self.config_path else None,
             tuner=self.tuner,

@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from ..vocab import Depth, SchedulerKind, Topology
+from ..vocab import Depth, Role, SchedulerKind, Topology
 from .plans import CATALOGUE, allowed_plans
 from .types import DEPTHS, TOPOLOGIES, Choice, ClusterSnapshot, Plan, Query, StepContext
 
@@ -19,10 +19,11 @@ class Limits:
     depths: tuple[Depth, ...] = DEPTHS
     max_agents: int = 6
     scheduler: SchedulerKind = SchedulerKind.EDF
+    roles: tuple[Role, ...] | None = None  # None: any role
 
     @property
     def plan_ids(self) -> list[int]:
-        return allowed_plans(self.topologies, self.max_agents)
+        return allowed_plans(self.topologies, self.max_agents, self.roles)
 
 
 class Policy(ABC):

@@ -7,6 +7,7 @@ equal). Load-blind baselines read only profiles; the others read load too.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -364,7 +365,7 @@ def make_heuristic(
         except ValueError:
             msg = f"unknown scheduler {sched!r} in {spec!r}; use +edf or +fcfs"
             raise ValueError(msg) from None
-        limits = Limits(limits.topologies, limits.depths, limits.max_agents, scheduler)
+        limits = dataclasses.replace(limits, scheduler=scheduler)
     if option:
         policy = _with_option(name, option, spec, limits)
     elif name == BudgetGreedy.name:
