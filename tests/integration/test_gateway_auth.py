@@ -61,9 +61,18 @@ def test_a_gateway_with_a_token_refuses_calls_without_it(tmp_path):
         assert _get(f"{url}/v1/models", token="wrong")[0] == 401
         status, body, _ = _get(f"{url}/v1/models", token=TOKEN)
         assert status == 200 and body["data"][0]["id"] == "secure"
+        # A refused chat call is counted like any other.
+        chat = urllib.request.Request(
+            f"{url}/v1/chat/completions", data=b"{}", headers={"Content-Type": "application/json"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(chat, timeout=5)
+        assert refused.value.code == 401
         # Probes and metrics stay open for the kubelet and Prometheus.
         assert _get(f"{url}/healthz")[0] == 200
-        assert urllib.request.urlopen(f"{url}/metrics", timeout=5).status == 200
+        with urllib.request.urlopen(f"{url}/metrics", timeout=5) as page:
+            metrics = page.read().decode()
+        assert 'inframind_requests_total{code="401",pipeline="secure"} 1.0' in metrics
     finally:
         stop_process(proc)
     assert TOKEN not in log.read_text()

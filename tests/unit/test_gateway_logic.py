@@ -1051,3 +1051,63 @@ async def test_a_streamed_request_refused_before_any_text_gets_its_http_status()
     finally:
         await server.cleanup()
         await engine.cleanup()
+
+
+async def test_an_answer_cut_at_its_depths_token_cap_says_length_as_openai_does():
+    import httpx
+
+    async def engine(request: web.Request) -> web.StreamResponse:
+        cut = {"choices": [{"delta": {"content": "Step 1: let"}, "finish_reason": "length"}]}
+        return await sse_answer(request, ROLE, cut)
+
+    engine_runner, url = await serve_handler(engine)
+    pool = PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])
+    config = PipelineConfig(pipeline="p", pools=[pool], topologies=[Topology.SINGLE])
+    gateway = Gateway(Settings(), config=config)
+    server, base = await serve_app(create_app(gateway))
+    body = {"model": "p", "messages": [{"role": "user", "content": "2+2?"}]}
+    try:
+        async with httpx.AsyncClient(timeout=30) as client:
+            plain = await client.post(f"{base}/v1/chat/completions", json=body)
+            streamed = await client.post(
+                f"{base}/v1/chat/completions", json={**body, "stream": True}
+            )
+        assert plain.json()["choices"][0]["finish_reason"] == "length"
+        events = [
+            json.loads(line[6:])
+            for line in streamed.text.splitlines()
+            if line.startswith("data: {")
+        ]
+        assert events[-1]["choices"][0]["finish_reason"] == "length"
+    finally:
+        await server.cleanup()
+        await engine_runner.cleanup()
+
+
+def test_the_depth_mix_counts_answered_steps_and_gauges_follow_the_endpoints():
+    from inframind.orchestrator.runner import StepTrace
+
+    one = PoolConfig(name="a", model="m", served_model_name="m", endpoints=["http://e1:8000"])
+    two = PoolConfig(name="b", model="m", served_model_name="m", endpoints=["http://e2:8000"])
+    gateway = Gateway(Settings(), config=PipelineConfig(pipeline="p", pools=[one, two]))
+    try:
+        gateway.apply_config(gateway._pending_config)
+        gateway._step(StepTrace(0, 0, "solver", "a", "flash", latency_s=0.2))
+        gateway._step(StepTrace(0, 0, "solver", "a", "deepthink", error="HTTP 500"))
+        assert gateway.depth_mix == {"a": {"flash": 1}}
+
+        def series() -> set[str]:
+            return {
+                s.labels["endpoint"]
+                for metric in gateway.metrics.registry.collect()
+                if metric.name == "inframind_inflight"
+                for s in metric.samples
+            }
+
+        gateway._update_gauges()
+        assert series() == {"http://e1:8000", "http://e2:8000"}
+        gateway.apply_config(PipelineConfig(pipeline="p", pools=[one]))  # b removed
+        gateway._update_gauges()
+        assert series() == {"http://e1:8000"}
+    finally:
+        gateway._engines.close()

@@ -542,7 +542,6 @@ def build_gateway_deployment(
     selector = {"app.kubernetes.io/instance": name, PIPELINE_LABEL: pipeline}
     labels = build_labels("gateway", name, {PIPELINE_LABEL: pipeline})
     env: list[Obj] = [
-        {"name": "INFRAMIND_PIPELINE_CONFIG", "value": f"{CONFIG_DIR}/{CONFIG_KEY}"},
         {"name": "INFRAMIND_GATEWAY_PORT", "value": str(settings.gateway_port)},
     ]
     given = {e.name for e in gw.env}

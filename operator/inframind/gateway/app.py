@@ -52,6 +52,8 @@ from .requests import PipelineRequest, RequestError, parse_request
 
 log = logging.getLogger("inframind.gateway")
 
+CHAT_PATH = "/v1/chat/completions"
+
 # The status counted for a streamed query whose client went away before its answer was
 # complete (nginx's "client closed request"); it never reaches the client.
 CLIENT_CLOSED = 499
@@ -140,6 +142,7 @@ class Gateway:
         self._mtime: float | None = None
         # What the policy artifact's file looked like when it was last loaded (None: absent).
         self._policy_stamp: tuple[int, int, int] | None = None
+        self._gauged: set[str] = set()  # endpoints with inflight/queued series
         self._session: aiohttp.ClientSession | None = None  # scrapes; engine calls: _engines
         self._engines = EngineClient()
         self._stop = asyncio.Event()
@@ -187,15 +190,25 @@ class Gateway:
             try:
                 self.reload_if_changed()
                 self._flush_traces()
-                for url in self.scraper.endpoints:
-                    self.metrics.inflight.labels(url).set(self.endpoints.inflight.get(url, 0))
-                    self.metrics.queued.labels(url).set(self.slots.queued(url))
+                self._update_gauges()
             except Exception:
                 # This task is the only one that reloads config and writes traces: a bug
                 # in one pass must not end it for the life of the process.
                 log.exception("config watch failed; trying again in the next poll")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), self.settings.config_poll_seconds)
+
+    def _update_gauges(self) -> None:
+        """Per-endpoint gauges of the endpoints served now; an endpoint a reload dropped
+        loses its series rather than keep showing its last value."""
+        current = self.scraper.endpoints
+        for url in self._gauged.difference(current):
+            self.metrics.inflight.remove(url)
+            self.metrics.queued.remove(url)
+        for url in current:
+            self.metrics.inflight.labels(url).set(self.endpoints.inflight.get(url, 0))
+            self.metrics.queued.labels(url).set(self.slots.queued(url))
+        self._gauged = set(current)
 
     # -- configuration -------------------------------------------------------
 
@@ -288,8 +301,9 @@ class Gateway:
         self.metrics.stepped(step.pool, step.depth, not step.error, step.latency_s)
         if step.rescue is not None:
             self.metrics.rescues.labels(step.rescue).inc()
-        mix = self.depth_mix.setdefault(step.pool, {})
-        mix[step.depth] = mix.get(step.depth, 0) + 1
+        if not step.error:  # the mix of answers; failed steps show in the step counter
+            mix = self.depth_mix.setdefault(step.pool, {})
+            mix[step.depth] = mix.get(step.depth, 0) + 1
 
     def _flush_traces(self) -> None:
         if self.trace_log is None or not self._traces:
@@ -389,10 +403,10 @@ class Gateway:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         if self.config is None or self.runner is None:
-            return _error(503, self.config_error or "no pipeline configured", "not_ready")
+            return self.refused(503, self.config_error or "no pipeline configured", "not_ready")
         config, runner = self.config, self.runner
         if not config.pools:  # the operator found no valid pool for the pipeline's selector
-            return _error(
+            return self.refused(
                 503,
                 f"pipeline {config.pipeline} has no model pool: it selects no usable "
                 "ModelPool (see the AgentPipeline's status and events)",
@@ -464,6 +478,12 @@ class Gateway:
         finally:
             self.queries_inflight -= 1
 
+    def refused(self, status: int, message: str, code: str, **extra: Any) -> web.Response:
+        """An error answered before any pipeline work, counted as every request is."""
+        pipeline = self.config.pipeline if self.config is not None else "-"
+        self.metrics.requests.labels(pipeline, str(status)).inc()
+        return _error(status, message, code, **extra)
+
     def _refuse(self, config: PipelineConfig, exc: RequestError) -> web.Response:
         self.metrics.requests.labels(config.pipeline, str(exc.status)).inc()
         return _json(exc.body(), exc.status)
@@ -517,7 +537,7 @@ class Gateway:
                 {
                     "index": 0,
                     "message": {"role": "assistant", "content": outcome.text},
-                    "finish_reason": "stop",
+                    "finish_reason": outcome.finish_reason,
                 }
             ],
             "usage": _usage(outcome),
@@ -591,7 +611,7 @@ class Gateway:
             last = _sse({"error": {"message": message, "code": "stream_broken"}})
         else:
             trace = self._account(outcome)
-            last = chunk({}, "stop", usage=_usage(outcome), inframind=trace)
+            last = chunk({}, outcome.finish_reason, usage=_usage(outcome), inframind=trace)
         with contextlib.suppress(ClientGone, ConnectionResetError):
             await send(last)
             await send(b"data: [DONE]\n\n")
@@ -610,9 +630,11 @@ def _auth_middleware(gateway: Gateway):
     async def check(request: web.Request, handler):
         if not request.path.startswith("/v1/"):
             return await handler(request)
+        # Refused chat calls count in inframind_requests_total like every other chat call.
+        refuse = gateway.refused if request.path == CHAT_PATH else _error
         if expected is None:
             if gateway.config is not None and gateway.config.auth:
-                return _error(
+                return refuse(
                     503,
                     "this pipeline requires a bearer token but the gateway has none: set "
                     "INFRAMIND_GATEWAY_TOKEN (the operator maps spec.gateway.authSecretRef)",
@@ -621,7 +643,7 @@ def _auth_middleware(gateway: Gateway):
             return await handler(request)
         sent = request.headers.get("Authorization", "").encode()
         if not hmac.compare_digest(sent, expected):
-            resp = _error(
+            resp = refuse(
                 401,
                 "missing or wrong bearer token: send 'Authorization: Bearer <token>'",
                 "unauthorized",
@@ -640,7 +662,7 @@ def create_app(gateway: Gateway) -> web.Application:
     )
     app.on_startup.append(gateway.start)
     app.on_cleanup.append(gateway.stop)
-    app.router.add_post("/v1/chat/completions", gateway.chat)
+    app.router.add_post(CHAT_PATH, gateway.chat)
     app.router.add_get("/v1/models", gateway.models)
     app.router.add_get("/v1/inframind/pools", gateway.pools)
     app.router.add_get("/healthz", gateway.healthz)

@@ -196,6 +196,9 @@ class Outcome:
     prompt_tokens: int
     completion_tokens: int
     trace: QueryTrace
+    # The last step's, as OpenAI reports it: "length" when its depth's token cap cut the
+    # answer; "stop" for an answer combined from several steps.
+    finish_reason: str = "stop"
 
 
 _CODE = re.compile(r"```|\bdef |\bclass |\bfunction\b|\bimplement\b|\bpython\b", re.I)
@@ -340,9 +343,11 @@ class Runner:
                 finally:
                     self.slots.pending -= left[0]  # steps cancelled before they ever ran
             answers = []
+            finishes = []
             for r in results:
                 if isinstance(r, CallResult):
                     answers.append(r.text)
+                    finishes.append(r.finish_reason)
                     prompt_tokens += r.prompt_tokens
                     completion_tokens += r.completion_tokens
             if not answers:
@@ -362,7 +367,8 @@ class Runner:
         text = combine(last)
         if on_delta is not None and len(plan.waves[-1]) > 1:
             await on_delta(text)
-        return Outcome(text, prompt_tokens, completion_tokens, trace)
+        finish = finishes[0] if len(finishes) == 1 and finishes[0] else "stop"
+        return Outcome(text, prompt_tokens, completion_tokens, trace, finish)
 
     async def _counted(self, job: Awaitable[CallResult], left: list[int]) -> CallResult:
         """Run a step that was counted as pending: from here it counts itself, as it takes
