@@ -1111,3 +1111,37 @@ def test_the_depth_mix_counts_answered_steps_and_gauges_follow_the_endpoints():
         assert series() == {"http://e1:8000"}
     finally:
         gateway._engines.close()
+
+
+async def test_readiness_needs_an_engine_that_answers_not_only_a_config():
+    """A gateway whose only engine refuses connections is not ready, and says why; the
+    same gateway is ready once an engine answers its /metrics."""
+    import httpx
+
+    from inframind.localstack.engines import free_port
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text="vllm:num_requests_waiting 0\nvllm:num_requests_running 0\n")
+
+    down = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    pool = PoolConfig(name="a", model="m", served_model_name="m", endpoints=[down])
+    gateway = Gateway(Settings(), config=PipelineConfig(pipeline="p", pools=[pool]))
+    server, base = await serve_app(create_app(gateway))
+    engine = None
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            await asyncio.sleep(1.5)  # a scrape round has failed
+            resp = await client.get(f"{base}/readyz")
+            assert resp.status_code == 503, resp.text
+            (reason,) = resp.json()["reasons"]
+            assert "answered its /metrics" in reason and "ClientConnector" in reason
+            engine, up = await _metrics_server(metrics)
+            gateway.apply_config(PipelineConfig(pipeline="p", pools=[pool.model_copy(
+                update={"endpoints": [up]})]))  # fmt: skip
+            await until(
+                lambda: httpx.get(f"{base}/readyz").status_code == 200, "ready", timeout_s=10
+            )
+    finally:
+        await server.cleanup()
+        if engine is not None:
+            await engine.cleanup()

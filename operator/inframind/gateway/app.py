@@ -336,9 +336,16 @@ class Gateway:
         reasons = []
         if self.config is None:
             reasons.append(self.config_error or "no pipeline configuration loaded")
-        else:
-            if not self.view.routable():
-                reasons.append(f"pipeline {self.config.pipeline} has no reachable pool endpoint")
+        elif not self.view.routable():
+            reasons.append(f"pipeline {self.config.pipeline} has no pool endpoint in routing")
+        elif not self.view.reachable():
+            loads = self.view.loads()
+            errors = sorted({loads[u].error for u in loads if loads[u].error})
+            reasons.append(
+                f"no pool endpoint of pipeline {self.config.pipeline} answered its /metrics "
+                f"in the last {self.scraper.stale_after_s:g} s"
+                + (f" ({'; '.join(errors)})" if errors else "")
+            )
         if reasons:
             return _json({"ready": False, "reasons": reasons}, 503)
         return _json({"ready": True, "pipeline": self.config.pipeline})

@@ -176,6 +176,20 @@ class EngineScraper:
         hist = self._history.get(url)
         return hist.max_model_len if hist else None
 
+    @property
+    def stale_after_s(self) -> float:
+        """How long an endpoint may go unheard before its values count as stale."""
+        return max(3 * self.interval_s, self.timeout_s + self.interval_s)
+
+    def heard_from(self) -> set[str]:
+        """Endpoints whose /metrics answered within the staleness horizon."""
+        now = time.monotonic()
+        return {
+            u
+            for u, h in self._history.items()
+            if h.last_ok is not None and now - h.last_ok <= self.stale_after_s
+        }
+
     def loads(self) -> dict[str, EndpointLoad]:
         """Per-endpoint load. Quantiles are computed once per scrape round, not per call:
         every query and step asks for this, and the histograms only change on a scrape."""
@@ -183,7 +197,7 @@ class EngineScraper:
         key = (self._round, len(self._history))
         if self._cache is not None and self._cache[0] == key and now - self._cache[1] < 0.25:
             return self._cache[2]
-        stale_after = max(3 * self.interval_s, self.timeout_s + self.interval_s)
+        stale_after = self.stale_after_s
         loads = {u: h.load(u, now, stale_after) for u, h in self._history.items()}
         self._cache = (key, now, loads)
         return loads

@@ -215,6 +215,14 @@ class LiveView:
                 for p, prof in zip(self.pools, self.profiles, strict=True)
             )
 
+    def reachable(self) -> frozenset[str]:
+        """Endpoints in routing that gave a sign of life lately: a direct scrape within
+        the staleness horizon, or fresh values from Prometheus (readiness asks this)."""
+        heard = self.scraper.heard_from()
+        if self.prometheus is not None:
+            heard |= {u for u, x in self.prometheus.loads().items() if not x.stale}
+        return self.routable() & heard
+
     def routable(self) -> frozenset[str]:
         """The pipeline's endpoints in routing now: those whose breaker is closed or probing.
         When none is, an endpoint that has answered a scrape since its breaker opened is
