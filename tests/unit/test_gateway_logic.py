@@ -555,6 +555,16 @@ def test_observed_speeds_reach_the_policies_at_once_then_at_most_once_a_second(m
     clock[0] += snapshot_module.PROFILE_REFRESH_S
     view.observe(0, 9.0, 100, 5.0)  # the next call after a second publishes them all
     assert view.snapshot().profiles[0].ttft_s > 4.0
+    # The operator rewrites the config as its routing advice changes: what was learned
+    # holds through the reload, rather than the priors until the next call.
+    measured = view.snapshot().profiles[0].ttft_s
+    view.configure(
+        PipelineConfig(
+            pipeline="p",
+            pools=[PoolConfig(name="a", model="m", served_model_name="m", endpoints=["http://x"])],
+        )
+    )
+    assert view.snapshot().profiles[0].ttft_s == measured
 
 
 async def test_a_call_that_outruns_its_budget_on_a_live_engine_leaves_it_in_routing():

@@ -194,7 +194,9 @@ class LiveView:
         self.routing_fresh = not config.routing.stale
         self._speed = {p.name: self._speed.get(p.name, _Speed()) for p in self.pools}
         self.profiles = tuple(profile_from_config(p) for p in self.pools)
-        self._live_profiles = self.profiles
+        # Speeds learned before a reload still hold (the operator rewrites the config as
+        # routing advice changes); back to the priors only for pools never measured.
+        self._live_profiles = self._measured_profiles()
         self._urls = frozenset(u for p in self.pools for u in p.endpoints)
         self.scraper.set_endpoints(u for p in self.pools for u in p.endpoints)
         if self.prometheus is not None:
@@ -210,10 +212,13 @@ class LiveView:
         now = time.monotonic()
         if speed.samples <= 5 or now - self._profiles_built_at >= PROFILE_REFRESH_S:
             self._profiles_built_at = now
-            self._live_profiles = tuple(
-                _with_speed(prof, self._speed[p.name]) if self._speed[p.name].samples else prof
-                for p, prof in zip(self.pools, self.profiles, strict=True)
-            )
+            self._live_profiles = self._measured_profiles()
+
+    def _measured_profiles(self) -> tuple[PoolProfile, ...]:
+        return tuple(
+            _with_speed(prof, self._speed[p.name]) if self._speed[p.name].samples else prof
+            for p, prof in zip(self.pools, self.profiles, strict=True)
+        )
 
     def reachable(self) -> frozenset[str]:
         """Endpoints in routing that gave a sign of life lately: a direct scrape within
