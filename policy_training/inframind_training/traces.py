@@ -9,7 +9,8 @@ Schema: one JSON object per line, written by the gateway (`--trace-log`) from
     plan         str    catalogue plan label, e.g. "ensemble/4x2"
     topology     str    single | chain | verify | ensemble | debate
     policy       str    policy version that decided (artifact version or heuristic:<name>)
-    priority     int?   vLLM priority sent (deadline in ms under EDF, null under FCFS)
+    priority     int?   vLLM priority sent, in ms: the deadline under EDF; under FCFS
+                        arrival + the pipeline's default budget (older traces: null)
     budget_s     float  the query's latency budget
     decision_us  float  time the planner + executor spent deciding
     latency_s    float? whole-workflow latency, to the answer or to the failure

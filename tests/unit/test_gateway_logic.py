@@ -17,6 +17,7 @@ from inframind.gateway.app import Gateway, create_app
 from inframind.orchestrator.runner import Outcome, QueryTrace, combine, fit_context, infer_task
 from inframind.orchestrator.scheduler import admit
 from inframind.orchestrator.wire import EngineClient
+from inframind.policy.base import Limits
 from inframind.policy.heuristics import BudgetGreedy
 from inframind.policy.plans import build_plan
 from inframind.policy.types import ClusterSnapshot, PoolLoad, PoolProfile, Query, StepContext
@@ -1155,3 +1156,40 @@ async def test_readiness_needs_an_engine_that_answers_not_only_a_config():
         await server.cleanup()
         if engine is not None:
             await engine.cleanup()
+
+
+async def test_an_fcfs_pipeline_ranks_its_calls_by_arrival_plus_its_default_budget():
+    """vLLM serves a call without a priority (0) before every other: an FCFS pipeline
+    sharing priority-scheduled engines with EDF ones would jump all their queues."""
+    import time
+
+    from inframind.orchestrator.runner import Runner
+    from inframind.policy.types import Query
+    from inframind.vocab import SchedulerKind
+
+    sent: list[int | None] = []
+
+    async def engine(request: web.Request) -> web.StreamResponse:
+        sent.append((await request.json()).get("priority"))
+        return await sse_answer(request, ROLE, FOUR)
+
+    runner, url = await serve_handler(engine)
+    try:
+        view = LiveView(EngineScraper([url], interval_s=1.0, timeout_s=1.0), Endpoints())
+        view.configure(
+            PipelineConfig(
+                pipeline="p",
+                pools=[PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])],
+            )
+        )
+        fcfs = BudgetGreedy(Limits(scheduler=SchedulerKind.FCFS))
+        with closing(EngineClient()) as engines:
+            pipeline = Runner("p", engines, view, fcfs, default_budget_s=20.0)
+            now = time.time()
+            for i, budget in enumerate((5.0, 60.0)):  # FCFS: the budget does not rank it
+                query = Query(id=i, task=TaskFamily.MATH, budget_s=budget, arrival_s=now + i)
+                await pipeline.run(query, [{"role": "user", "content": "2+2?"}],
+                                   build_plan(Topology.SINGLE))  # fmt: skip
+        assert sent == [int((now + 20.0) * 1000), int((now + 1 + 20.0) * 1000)]
+    finally:
+        await runner.cleanup()

@@ -278,6 +278,7 @@ class Gateway:
             slots=self.slots,
             rescue=self.settings.gateway_rescue,
             policy_version=version,
+            default_budget_s=config.budget.default_seconds,
         )
         old = self.config
         self.config = config

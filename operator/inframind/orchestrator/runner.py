@@ -240,8 +240,10 @@ class Runner:
         slots: SlotQueue | None = None,
         rescue: bool = True,
         policy_version: str | None = None,
+        default_budget_s: float = 30.0,
     ) -> None:
         self.pipeline = pipeline
+        self.default_budget_s = default_budget_s  # the pipeline's; ranks its FCFS calls
         # What traces name as the decider: an artifact's version, so that retraining can
         # tell which version took each decision (default: the policy's name).
         self.policy_version = policy_version or policy.name
@@ -283,6 +285,12 @@ class Runner:
         step when it is taken alone, saving a second snapshot microseconds later: pass it
         only when nothing could have run in between (no await since `plan()`)."""
         priority = priority_for(self.policy.scheduler, query)
+        if priority is None:
+            # FCFS still sends a priority: an engine running priority scheduling serves a
+            # call without one (0) before every EDF pipeline's call it shares the engine
+            # with. Arrival plus the pipeline's default budget keeps this pipeline's calls
+            # in arrival order and ranks them against others' as a default-budget query.
+            priority = int((query.arrival_s + self.default_budget_s) * 1000)
         trace = QueryTrace(
             id=str(query.id),
             pipeline=self.pipeline,
@@ -400,7 +408,7 @@ class Runner:
     ) -> CallResult:
         failed_endpoints: list[str] = []
         last_error: EngineError | None = None
-        # Order in the gateway's slot queue: as vLLM's (EDF: the deadline), else arrival.
+        # Order in the gateway's slot queue: as vLLM's (EDF: the deadline; FCFS: arrival).
         slot_key = priority if priority is not None else query.arrival_s * 1000
         streamed = False
         context_chars: int | None = None
