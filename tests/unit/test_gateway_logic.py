@@ -1193,3 +1193,12 @@ async def test_an_fcfs_pipeline_ranks_its_calls_by_arrival_plus_its_default_budg
         assert sent == [int((now + 20.0) * 1000), int((now + 1 + 20.0) * 1000)]
     finally:
         await runner.cleanup()
+
+
+def test_the_gateway_queries_prometheus_with_the_configured_timeout():
+    settings = Settings(prometheus_url="http://prom:9090", prometheus_timeout_seconds=7.5)
+    gateway = Gateway(settings)
+    try:
+        assert gateway.prometheus is not None and gateway.prometheus.timeout_s == 7.5
+    finally:
+        gateway._engines.close()

@@ -121,7 +121,9 @@ class Gateway:
         # Prometheus, when configured, fills in for engines the direct scrape cannot reach.
         self.prometheus = (
             PrometheusSource(
-                settings.prometheus_url, interval_s=max(2.0, settings.scrape_interval_seconds)
+                settings.prometheus_url,
+                interval_s=max(2.0, settings.scrape_interval_seconds),
+                timeout_s=settings.prometheus_timeout_seconds,
             )
             if settings.prometheus_url
             else None
