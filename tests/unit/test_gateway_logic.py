@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from contextlib import closing
+from typing import Any
 
 import numpy as np
 import pytest
@@ -111,6 +113,44 @@ def test_unscraped_pools_are_stale_and_a_broken_endpoint_leaves_routing():
     assert view.snapshot().loads[0].available
 
 
+def _pools_view(
+    scraper: EngineScraper,
+    names: tuple[str, ...],
+    urls: list[str],
+    endpoints: Endpoints | None = None,
+) -> LiveView:
+    """A live view of pipeline "p": one pool per name, on the engine at the same place."""
+    view = LiveView(scraper, endpoints or Endpoints())
+    view.configure(
+        PipelineConfig(
+            pipeline="p",
+            pools=[
+                PoolConfig(name=n, model="m", served_model_name="m", endpoints=[u])
+                for n, u in zip(names, urls, strict=True)
+            ],
+        )
+    )
+    return view
+
+
+def _one_pool_view(url: str, endpoints: Endpoints | None = None) -> LiveView:
+    """A live view of pipeline "p" with one pool "a" on the engine at `url`."""
+    return _pools_view(EngineScraper([url], interval_s=1.0, timeout_s=1.0), ("a",), [url],
+                       endpoints)  # fmt: skip
+
+
+async def _gateway_in_front_of(
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]], **config: Any
+) -> tuple[web.AppRunner, Gateway, web.AppRunner, str]:
+    """An engine served by `handler` as pool "a" of pipeline "p", and a gateway in front
+    of it on loopback: (engine runner, gateway, gateway runner, gateway URL)."""
+    engine, url = await serve_handler(handler)
+    pool = PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])
+    gateway = Gateway(Settings(), config=PipelineConfig(pipeline="p", pools=[pool], **config))
+    server, base = await serve_app(create_app(gateway))
+    return engine, gateway, server, base
+
+
 async def _metrics_server(handler) -> tuple[web.AppRunner, str]:
     """A real HTTP server on loopback serving `handler` as /metrics; clean up its runner."""
     return await serve_handler(handler, "GET", "/metrics")
@@ -173,16 +213,7 @@ async def test_an_engine_too_busy_to_answer_metrics_keeps_its_last_load():
             hang.set()
             await asyncio.sleep(3.2)  # past the busy engine's staleness horizon
             await scraper.scrape_once(session)  # the busy engine times out
-        view = LiveView(scraper, Endpoints(open_for_s=60))
-        view.configure(
-            PipelineConfig(
-                pipeline="p",
-                pools=[
-                    PoolConfig(name=n, model="m", served_model_name="m", endpoints=[u])
-                    for n, u in zip(("busy", "answering"), urls, strict=True)
-                ],
-            )
-        )
+        view = _pools_view(scraper, ("busy", "answering"), urls, Endpoints(open_for_s=60))
         snap = view.snapshot()
         assert snap.loads[0].stale and not snap.loads[1].stale
         assert snap.loads[0].waiting == 40  # last known, not forgotten
@@ -220,16 +251,7 @@ async def test_an_engine_without_a_kv_gauge_is_marked_stale_not_read_as_empty():
         assert loads[urls[0]].stale and loads[urls[0]].kv_usage is None
         assert "KV-cache pressure unknown" in loads[urls[0]].error
         assert not loads[urls[1]].stale and loads[urls[1]].kv_usage == 0.6
-        view = LiveView(scraper, Endpoints())
-        view.configure(
-            PipelineConfig(
-                pipeline="p",
-                pools=[
-                    PoolConfig(name=n, model="m", served_model_name="m", endpoints=[u])
-                    for n, u in zip(("no-kv", "old-name"), urls, strict=True)
-                ],
-            )
-        )
+        view = _pools_view(scraper, ("no-kv", "old-name"), urls)
         snap = view.snapshot()
         assert snap.loads[0].stale and not snap.loads[1].stale
     finally:
@@ -584,13 +606,7 @@ async def test_a_call_that_outruns_its_budget_on_a_live_engine_leaves_it_in_rout
     runner, url = await serve_handler(slow_engine)
     try:
         endpoints = Endpoints(open_for_s=60.0, failures_to_open=1)
-        view = LiveView(EngineScraper([url], interval_s=1.0, timeout_s=1.0), endpoints)
-        view.configure(
-            PipelineConfig(
-                pipeline="p",
-                pools=[PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])],
-            )
-        )
+        view = _one_pool_view(url, endpoints)
         with closing(EngineClient()) as engines:
             pipeline = Runner("p", engines, view, BudgetGreedy())
             query = Query(id=1, task=TaskFamily.MATH, budget_s=0.5, arrival_s=time.time())
@@ -615,13 +631,7 @@ async def test_a_query_that_fails_fast_is_traced_as_a_missed_budget():
 
     runner, url = await serve_handler(broken_engine)
     try:
-        view = LiveView(EngineScraper([url], interval_s=1.0, timeout_s=1.0), Endpoints())
-        view.configure(
-            PipelineConfig(
-                pipeline="p",
-                pools=[PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])],
-            )
-        )
+        view = _one_pool_view(url)
         with closing(EngineClient()) as engines:
             pipeline = Runner("p", engines, view, BudgetGreedy())
             query = Query(id=1, task=TaskFamily.MATH, budget_s=30.0, arrival_s=time.time())
@@ -690,11 +700,9 @@ async def test_a_query_the_gateway_could_not_answer_in_time_counts_as_a_slo_miss
         await asyncio.sleep(3)  # still generating when the budget runs out
         return resp
 
-    engine, url = await serve_handler(slow_engine)
-    pool = PoolConfig(name="slow", model="m", served_model_name="m", endpoints=[url])
-    config = PipelineConfig(pipeline="p", pools=[pool], budget=Budget(slo_target=0.99))
-    gateway = Gateway(Settings(), config=config)
-    server, base = await serve_app(create_app(gateway))
+    engine, gateway, server, base = await _gateway_in_front_of(
+        slow_engine, budget=Budget(slo_target=0.99)
+    )
     try:
         body = {
             "model": "p",
@@ -971,13 +979,7 @@ async def test_the_clients_system_message_reaches_every_agent_of_the_pipeline():
 
     runner, url = await serve_handler(engine)
     try:
-        view = LiveView(EngineScraper([url], interval_s=1.0, timeout_s=1.0), Endpoints())
-        view.configure(
-            PipelineConfig(
-                pipeline="p",
-                pools=[PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])],
-            )
-        )
+        view = _one_pool_view(url)
         messages = [
             {"role": "system", "content": "Answer in French."},
             {"role": "user", "content": "2+2?"},
@@ -1012,11 +1014,9 @@ async def test_a_streaming_client_that_leaves_cancels_its_call_and_fails_nothing
             engine_saw_close.set()
         return resp
 
-    engine, url = await serve_handler(slow_engine)
-    pool = PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])
-    config = PipelineConfig(pipeline="p", pools=[pool], budget=Budget(slo_target=0.99))
-    gateway = Gateway(Settings(), config=config)
-    server, base = await serve_app(create_app(gateway))
+    engine, gateway, server, base = await _gateway_in_front_of(
+        slow_engine, budget=Budget(slo_target=0.99)
+    )
     body = {"model": "p", "stream": True, "messages": [{"role": "user", "content": "count"}]}
     try:
         safety = gateway.runner.policy.safety
@@ -1048,10 +1048,7 @@ async def test_a_streamed_request_refused_before_any_text_gets_its_http_status()
         message = "This model's maximum context length is 2048 tokens."
         return web.json_response({"error": {"message": message}}, status=400)
 
-    engine, url = await serve_handler(refusing_engine)
-    pool = PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])
-    gateway = Gateway(Settings(), config=PipelineConfig(pipeline="p", pools=[pool]))
-    server, base = await serve_app(create_app(gateway))
+    engine, _, server, base = await _gateway_in_front_of(refusing_engine)
     body = {"model": "p", "stream": True, "messages": [{"role": "user", "content": "long"}]}
     try:
         async with httpx.AsyncClient(timeout=30) as client:
@@ -1071,11 +1068,9 @@ async def test_an_answer_cut_at_its_depths_token_cap_says_length_as_openai_does(
         cut = {"choices": [{"delta": {"content": "Step 1: let"}, "finish_reason": "length"}]}
         return await sse_answer(request, ROLE, cut)
 
-    engine_runner, url = await serve_handler(engine)
-    pool = PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])
-    config = PipelineConfig(pipeline="p", pools=[pool], topologies=[Topology.SINGLE])
-    gateway = Gateway(Settings(), config=config)
-    server, base = await serve_app(create_app(gateway))
+    engine_runner, _, server, base = await _gateway_in_front_of(
+        engine, topologies=[Topology.SINGLE]
+    )
     body = {"model": "p", "messages": [{"role": "user", "content": "2+2?"}]}
     try:
         async with httpx.AsyncClient(timeout=30) as client:
@@ -1175,13 +1170,7 @@ async def test_an_fcfs_pipeline_ranks_its_calls_by_arrival_plus_its_default_budg
 
     runner, url = await serve_handler(engine)
     try:
-        view = LiveView(EngineScraper([url], interval_s=1.0, timeout_s=1.0), Endpoints())
-        view.configure(
-            PipelineConfig(
-                pipeline="p",
-                pools=[PoolConfig(name="a", model="m", served_model_name="m", endpoints=[url])],
-            )
-        )
+        view = _one_pool_view(url)
         fcfs = BudgetGreedy(Limits(scheduler=SchedulerKind.FCFS))
         with closing(EngineClient()) as engines:
             pipeline = Runner("p", engines, view, fcfs, default_budget_s=20.0)

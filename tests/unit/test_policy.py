@@ -181,14 +181,20 @@ def _random_layers(n_in: int, n_out: int, seed: int) -> list[tuple[np.ndarray, n
     ]
 
 
-def test_learned_policy_runs_an_exported_file_within_its_limits(tmp_path):
-    path = tmp_path / "policy.npz"
+def _write_random_policy(path, version: str, planner=None, **meta) -> None:
+    """An artifact of random weights (seeded) in the runtime's shapes."""
     write_policy_file(
         path,
-        _random_layers(len(PLANNER_FEATURES), PLANNER_ACTIONS, 1),
+        planner or _random_layers(len(PLANNER_FEATURES), PLANNER_ACTIONS, 1),
         _random_layers(len(EXECUTOR_FEATURES), EXECUTOR_ACTIONS, 2),
-        version="test-1",
+        version=version,
+        **meta,
     )
+
+
+def test_learned_policy_runs_an_exported_file_within_its_limits(tmp_path):
+    path = tmp_path / "policy.npz"
+    _write_random_policy(path, "test-1")
     limits = Limits(topologies=(Topology.SINGLE,), depths=(Depth.CONCISE,))
     policy = LearnedPolicy(path, limits)
     snap = _snapshot([0.8, 0.6])
@@ -282,13 +288,7 @@ def test_a_step_on_a_newer_snapshot_is_chosen_from_that_snapshot(tmp_path):
 
 def test_a_policy_from_another_feature_schema_is_refused_and_the_fallback_serves(tmp_path):
     path = tmp_path / "old.npz"
-    write_policy_file(
-        path,
-        _random_layers(len(PLANNER_FEATURES), PLANNER_ACTIONS, 1),
-        _random_layers(len(EXECUTOR_FEATURES), EXECUTOR_ACTIONS, 2),
-        version="old",
-        feature_schema="v0-000000000000",
-    )
+    _write_random_policy(path, "old", feature_schema="v0-000000000000")
     with pytest.raises(PolicyFileError, match=FEATURE_SCHEMA):
         LearnedPolicy(path)
     policy, version, warning = load_policy(
@@ -300,10 +300,9 @@ def test_a_policy_from_another_feature_schema_is_refused_and_the_fallback_serves
 
 def _corrupt(path, how: str) -> None:
     planner = _random_layers(len(PLANNER_FEATURES), PLANNER_ACTIONS, 1)
-    executor = _random_layers(len(EXECUTOR_FEATURES), EXECUTOR_ACTIONS, 2)
     if how == "layers that do not chain":
         planner[1] = (np.zeros((17, PLANNER_ACTIONS)), np.zeros(PLANNER_ACTIONS))
-    write_policy_file(path, planner, executor, version="bad")
+    _write_random_policy(path, "bad", planner=planner)
     with np.load(path) as data:
         arrays = {k: data[k] for k in data.files}
     if how == "truncated":
@@ -343,12 +342,7 @@ def test_a_learned_policy_for_more_pools_than_its_encoder_sees_falls_back(tmp_pa
     from inframind.policy.features import MAX_POOLS
 
     path = tmp_path / "policy.npz"
-    write_policy_file(
-        path,
-        _random_layers(len(PLANNER_FEATURES), PLANNER_ACTIONS, 1),
-        _random_layers(len(EXECUTOR_FEATURES), EXECUTOR_ACTIONS, 2),
-        version="v1",
-    )
+    _write_random_policy(path, "v1")
     source = PolicySource(path=str(path), fallback="least-queue")
     assert load_policy(source, Limits(), pools=MAX_POOLS)[1] == "v1"
     _, version, warning = load_policy(source, Limits(), pools=MAX_POOLS + 1)
