@@ -40,13 +40,21 @@ def _targets(engines, metrics_port: int, gateway_port: int) -> list[str]:
     ]
 
 
+def _labels(gateway_port: int) -> dict[str, dict[str, str]]:
+    """The gateway's series carry its namespace, as the chart's PodMonitor gives them."""
+    return {f"127.0.0.1:{gateway_port}": {"namespace": "default"}}
+
+
 @pytest.fixture
 def observed(engines, tmp_path: Path) -> Iterator[tuple[ControlPlane, object, int, int]]:
     # Prometheus scrapes the engines, the operator's /metrics and (once started) a gateway.
     # Every 2 s with a 2 s timeout: a flooded CPU engine can take over a second to answer.
     metrics_port, gateway_port = free_port(), free_port()
     prom = start_prometheus(
-        _targets(engines, metrics_port, gateway_port), tmp_path / "prometheus", interval_s=2.0
+        _targets(engines, metrics_port, gateway_port),
+        tmp_path / "prometheus",
+        interval_s=2.0,
+        labels=_labels(gateway_port),
     )
     kubeconfig, log = tmp_path / "kubeconfig", tmp_path / "operator.log"
     try:
@@ -124,6 +132,11 @@ def _serve_configmap(cp: ControlPlane, port: int, workdir: Path):
     gateway = start_gateway(path, port, workdir / "gateway.log")
     url = f"http://127.0.0.1:{port}"
     wait_for(lambda: urllib.request.urlopen(f"{url}/readyz", timeout=2).status == 200, 60, "gw")
+    _ask(url)
+    return gateway
+
+
+def _ask(url: str) -> None:
     body = {"model": "demo", "messages": [{"role": "user", "content": "2+2?"}]}
     req = urllib.request.Request(
         f"{url}/v1/chat/completions",
@@ -132,7 +145,10 @@ def _serve_configmap(cp: ControlPlane, port: int, workdir: Path):
     )
     with urllib.request.urlopen(req, timeout=120) as resp:
         assert resp.status == 200
-    return gateway
+
+
+def _pipeline_status(cp: ControlPlane) -> dict:
+    return (cp.custom("agentpipelines", "default", "demo") or {}).get("status") or {}
 
 
 async def test_pool_status_and_gateway_routing_follow_engine_load(engines, observed, tmp_path):
@@ -151,6 +167,16 @@ async def test_pool_status_and_gateway_routing_follow_engine_load(engines, obser
         # The same Prometheus holds the gateway's and the operator's own series.
         wait_for_series(prom, "inframind_requests_total", timeout=30)
         wait_for_series(prom, 'inframind_pool_metrics_stale{pool="pool-small"}', timeout=30)
+        # ...and the pipeline's status reads its gateways' answers and SLO from there
+        # (`kubectl get ap` shows them): one more answer after the series began.
+        await asyncio.to_thread(_ask, f"http://127.0.0.1:{gateway_port}")
+        served = await asyncio.to_thread(
+            cp.wait,
+            lambda: (st := _pipeline_status(cp)).get("requestsServed", 0) >= 1 and st,
+            "the gateway's answers in the pipeline's status",
+            60,
+        )
+        assert served["sloCompliancePercent"] == 100
     finally:
         stop_process(gateway)
 
@@ -196,9 +222,9 @@ async def test_pool_status_and_gateway_routing_follow_engine_load(engines, obser
             "the operator's KV gauge of the loaded pool",
         )
 
-    # Queries per loop do not grow with pools: three per pull, pulls shared by pipelines.
+    # Queries per loop do not grow with pools: four per pull, pulls shared by pipelines.
     before = _operator_metric(metrics_port, "inframind_operator_promql_queries_total")
-    assert before > 0 and before % 3 == 0
+    assert before > 0 and before % 4 == 0
 
     # Prometheus goes away: last values stay, flagged stale, with a condition and an Event.
     stop_prometheus(prom)
@@ -222,6 +248,7 @@ async def test_pool_status_and_gateway_routing_follow_engine_load(engines, obser
         tmp_path / "prometheus",
         interval_s=2.0,
         port=urllib.parse.urlsplit(prom.url).port,
+        labels=_labels(gateway_port),
     )
     try:
         cond = cp.wait(

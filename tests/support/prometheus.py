@@ -9,7 +9,7 @@ import subprocess
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -43,9 +43,18 @@ def ensure_prometheus_binary() -> str:
     return found
 
 
-def scrape_config(targets: Sequence[str], interval_s: float = 1.0) -> str:
-    """A minimal prometheus.yml scraping `targets` (host:port) at `interval_s` (JSON is YAML)."""
+def scrape_config(
+    targets: Sequence[str],
+    interval_s: float = 1.0,
+    labels: Mapping[str, Mapping[str, str]] | None = None,
+) -> str:
+    """A minimal prometheus.yml scraping `targets` (host:port) at `interval_s` (JSON is YAML).
+    `labels` gives some targets labels of their own, as Kubernetes service discovery gives a
+    pod's series its `namespace`."""
     every = f"{int(interval_s * 1000)}ms"
+    labels = labels or {}
+    groups = [{"targets": [t for t in targets if t not in labels]}]
+    groups += [{"targets": [t], "labels": dict(labels[t])} for t in targets if t in labels]
     return json.dumps(
         {
             "global": {"scrape_interval": every, "evaluation_interval": every},
@@ -54,7 +63,7 @@ def scrape_config(targets: Sequence[str], interval_s: float = 1.0) -> str:
                     "job_name": "vllm",
                     "scrape_interval": every,
                     "scrape_timeout": every,
-                    "static_configs": [{"targets": list(targets)}],
+                    "static_configs": groups,
                 }
             ],
         },
@@ -98,13 +107,14 @@ def start_prometheus(
     interval_s: float = 1.0,
     timeout: float = 30.0,
     port: int | None = None,
+    labels: Mapping[str, Mapping[str, str]] | None = None,
 ) -> PrometheusProc:
     """Run Prometheus as a plain process on a loopback port (a free one unless given, e.g.
     to restart one where clients expect it); return once it is ready."""
     binary = ensure_prometheus_binary()
     workdir.mkdir(parents=True, exist_ok=True)
     config = workdir / "prometheus.yml"
-    config.write_text(scrape_config(targets, interval_s))
+    config.write_text(scrape_config(targets, interval_s, labels))
     port = port or free_port()
     log_path = workdir / "prometheus.log"
     cmd = [

@@ -9,6 +9,7 @@ from inframind.api.config import AdmissionClass, PipelineConfig
 from inframind.controller.loads import (
     build_load_queries,
     build_load_status,
+    build_pipeline_stats,
     build_routes,
     build_routing,
     build_series,
@@ -38,7 +39,7 @@ def _pool(name: str, namespace: str = "ns", endpoints: list[str] | None = None) 
 
 def test_one_loop_issues_three_queries_whatever_the_cluster_size():
     queries = build_load_queries()
-    assert set(queries) == {"gauges", "latency", "gpu"}
+    assert set(queries) == {"gauges", "latency", "gpu", "pipelines"}
     # Both spellings of vLLM's names (Prometheus 2 escapes the colon) and both DCGM signals.
     assert "vllm[:_]" in queries["gauges"]
     assert (
@@ -164,3 +165,19 @@ def test_a_pool_that_is_down_adds_no_capacity_to_admission():
     verdict = admit(ClusterSnapshot(0.0, profiles, loads), loose, True, 0, 100, classes)
     assert not verdict.admitted and verdict.cause == "class"
     assert "2.0 requests per batch slot" in verdict.reason
+
+
+def test_pipeline_stats_are_keyed_by_namespace_and_pipeline():
+    results = {
+        "pipelines": [
+            _sample(99.5, signal="slo_percent", namespace="ml", pipeline="chat"),
+            _sample(1234.4, signal="served", namespace="ml", pipeline="chat"),
+            _sample(80.0, signal="slo_percent", namespace="other", pipeline="chat"),
+            _sample(float("nan"), signal="slo_percent", namespace="ml", pipeline="idle"),
+            _sample(7, signal="served", pipeline="no-namespace"),  # not told apart: skipped
+        ]
+    }
+    assert build_pipeline_stats(results) == {
+        ("ml", "chat"): {"slo_percent": 99.5, "served": 1234.4},
+        ("other", "chat"): {"slo_percent": 80.0},
+    }

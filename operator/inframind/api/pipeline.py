@@ -252,9 +252,14 @@ class PipelineStatus(CamelModel):
     policy: str | None = None
     policy_version: str | None = None
     config_hash: str | None = None
-    slo_compliance_percent: float | None = None
-    accuracy_proxy: float | None = None
-    requests_served: int | None = None
+    slo_compliance_percent: float | None = Field(
+        default=None,
+        description="Share of the last hour's queries answered within budget, from the "
+        "gateways' metrics in Prometheus (a query they failed counts as missed)",
+    )
+    requests_served: int | None = Field(
+        default=None, description="Queries the gateways answered in the last hour (Prometheus)"
+    )
     observed_generation: int | None = None
     conditions: list[Condition] | None = None
 

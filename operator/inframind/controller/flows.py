@@ -18,7 +18,14 @@ from ..api import AgentPipelineSpec, ModelPoolSpec
 from ..api.common import now_rfc3339
 from ..settings import Settings
 from . import adapters
-from .loads import SeriesLoad, build_load_queries, build_load_status, build_series, build_stale_load
+from .loads import (
+    SeriesLoad,
+    build_load_queries,
+    build_load_status,
+    build_pipeline_stats,
+    build_series,
+    build_stale_load,
+)
 from .metrics import METRICS
 from .reconcile import (
     LOAD_CONDITION,
@@ -165,6 +172,8 @@ class ClusterLoad:
     error: str | None
     fetched_at: float  # monotonic
     observed_at: str  # RFC 3339, for status
+    # (namespace, pipeline) -> what its gateways report (see loads.build_pipeline_stats)
+    pipelines: dict[tuple[str, str], dict[str, float]] | None = None
 
 
 class LoadCache:
@@ -188,7 +197,13 @@ class LoadCache:
                 results = await adapters.fetch_prometheus(
                     settings.prometheus_url or "", queries, settings.prometheus_timeout_seconds
                 )
-                fresh = ClusterLoad(build_series(results), None, started, now_rfc3339())
+                fresh = ClusterLoad(
+                    build_series(results),
+                    None,
+                    started,
+                    now_rfc3339(),
+                    build_pipeline_stats(results),
+                )
                 if last is not None and last.error:
                     log.info("Prometheus answers again")
             except adapters.PrometheusUnavailable as exc:
@@ -275,4 +290,23 @@ async def observe_pipeline_load(body: Mapping[str, Any], settings: Settings) -> 
     load = await LOADS.get(settings)
     for pool in selected:
         await observe_pool_load(pool, load)
+    await observe_pipeline_stats(body, load)
     await reconcile_pipeline(body, settings)
+
+
+async def observe_pipeline_stats(body: Mapping[str, Any], load: ClusterLoad) -> None:
+    """The pipeline's SLO compliance and answers over the last hour, from its gateways'
+    metrics in Prometheus, into its status (`kubectl get ap` shows them). Left as they
+    were while Prometheus is unreachable; cleared when its gateways report nothing."""
+    if load.pipelines is None:
+        return
+    name, namespace, _ = _ids(body)
+    stats = load.pipelines.get((namespace, name), {})
+    slo, served = stats.get("slo_percent"), stats.get("served")
+    patch = {
+        "sloCompliancePercent": None if slo is None else round(slo, 2),
+        "requestsServed": None if served is None else round(served),
+    }
+    status = body.get("status") or {}
+    if any(status.get(k) != v for k, v in patch.items()):
+        await adapters.patch_custom_status(AGENTPIPELINES, namespace, name, patch)

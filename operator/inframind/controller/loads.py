@@ -77,7 +77,41 @@ def build_load_queries(window: str = "1m") -> dict[str, str]:
         + _tag(f'avg by (__name__, {_BY}) ({{__name__=~"{_VLLM}({averaged})"}})', "mean"),
         "latency": latency,
         "gpu": gpu,
+        "pipelines": build_pipeline_query(),
     }
+
+
+# What a pipeline's status reports from its gateways' own metrics (all replicas).
+PIPELINE_WINDOW = "1h"
+
+
+def build_pipeline_query(window: str = PIPELINE_WINDOW) -> str:
+    """Per (namespace, pipeline): the share of queries within budget and the answers given,
+    over `window`, from the gateways' inframind_slo_total and inframind_requests_total."""
+    slo = "inframind_slo_total"
+    share = (
+        f'100 * sum by (namespace, pipeline) (increase({slo}{{result="met"}}[{window}]))'
+        f" / sum by (namespace, pipeline) (increase({slo}[{window}]))"
+    )
+    served = (
+        f'sum by (namespace, pipeline) (increase(inframind_requests_total{{code="200"}}[{window}]))'
+    )
+    return f"{_tag(share, 'slo_percent')} or {_tag(served, 'served')}"
+
+
+def build_pipeline_stats(
+    results: Mapping[str, Sequence[Mapping[str, Any]]],
+) -> dict[tuple[str, str], dict[str, float]]:
+    """(namespace, pipeline) -> {"slo_percent", "served"} from the pipelines query (pure).
+    A series without a namespace label (a gateway Prometheus does not scrape through
+    Kubernetes service discovery) cannot be told apart across namespaces: it is skipped."""
+    out: dict[tuple[str, str], dict[str, float]] = {}
+    for sample in results.get("pipelines", ()):
+        metric, value = sample.get("metric", {}), _value(sample)
+        key = (metric.get("namespace"), metric.get("pipeline"))
+        if value is not None and all(key) and metric.get("signal"):
+            out.setdefault(key, {})[metric["signal"]] = value
+    return out
 
 
 @dataclass
