@@ -94,7 +94,8 @@ def _usage(outcome: Outcome) -> dict[str, int]:
 
 
 def _error(status: int, message: str, code: str, **extra: Any) -> web.Response:
-    body = {"error": {"message": message, "type": "invalid_request_error", "code": code}}
+    """OpenAI's error shape (as RequestError's), with `extra` fields beside the message."""
+    body = RequestError(status, message, code).body()
     body["error"].update(extra)
     return _json(body, status)
 
@@ -425,16 +426,11 @@ class Gateway:
         try:
             body = orjson.loads(await request.read())
         except orjson.JSONDecodeError:  # invalid UTF-8 included
-            return self._refuse(
-                config, RequestError(400, "the body is not valid JSON", "invalid_json")
-            )
+            return self.refused(400, "the body is not valid JSON", "invalid_json")
         except web.HTTPRequestEntityTooLarge:
             limit = self.settings.gateway_max_body_bytes
-            return self._refuse(
-                config,
-                RequestError(
-                    413, f"the body is larger than this gateway's {limit} bytes", "body_too_large"
-                ),
+            return self.refused(
+                413, f"the body is larger than this gateway's {limit} bytes", "body_too_large"
             )
         try:
             req = parse_request(
@@ -444,7 +440,7 @@ class Gateway:
                 self.settings.gateway_max_prompt_chars,
             )
         except RequestError as exc:
-            return self._refuse(config, exc)
+            return self.refused(exc.status, str(exc), exc.code, param=exc.param)
 
         query = Query(
             id=f"{self._id_prefix}-{next(self._ids)}",
@@ -493,10 +489,6 @@ class Gateway:
         pipeline = self.config.pipeline if self.config is not None else "-"
         self.metrics.requests.labels(pipeline, str(status)).inc()
         return _error(status, message, code, **extra)
-
-    def _refuse(self, config: PipelineConfig, exc: RequestError) -> web.Response:
-        self.metrics.requests.labels(config.pipeline, str(exc.status)).inc()
-        return _json(exc.body(), exc.status)
 
     def _account(self, outcome: Outcome) -> dict[str, Any]:
         """Count an answered query; its trace as the response and the trace log show it."""
