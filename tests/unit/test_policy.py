@@ -100,7 +100,7 @@ def test_roles_restrict_the_plans_to_those_whose_agents_take_only_them():
         assert {r for wave in plan.waves for r in wave} <= {Role.SOLVER, Role.VERIFIER}
 
 
-def test_edf_priority_orders_by_deadline_and_fcfs_sends_none():
+def test_edf_priority_orders_by_deadline_and_fcfs_leaves_it_to_the_caller():
     early, late = Query(1, TaskFamily.MATH, 5, 100.0), Query(2, TaskFamily.MATH, 60, 90.0)
     assert priority_for(SchedulerKind.EDF, early) < priority_for(SchedulerKind.EDF, late)
     assert priority_for(SchedulerKind.FCFS, early) is None

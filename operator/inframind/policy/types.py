@@ -154,7 +154,9 @@ class Choice:
 
 
 def priority_for(scheduler: SchedulerKind, query: Query) -> int | None:
-    """vLLM `priority` for a query's calls: the deadline in ms under EDF, none under FCFS.
+    """vLLM `priority` for a query's calls: the deadline in ms under EDF, none under FCFS
+    (the simulator then orders by arrival; the gateway's runner sends arrival plus the
+    pipeline's default budget, so FCFS calls do not jump EDF pipelines' on shared engines).
 
     The paper sends int(deadline) in seconds; milliseconds keep the order of
     deadlines that fall within the same second. Lower is served first.
