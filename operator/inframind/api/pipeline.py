@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
-from ..policy.plans import CATALOGUE
+from ..policy.plans import CATALOGUE, permitted_plans
 from ..settings import check_gateway_setting
 from ..vocab import Depth, Role, SchedulerKind, Topology
 from .common import (
@@ -225,23 +225,21 @@ class AgentPipelineSpec(CamelModel):
         return self
 
     def _check_reachable(self, topology: Topology) -> None:
-        plans = [p for p in CATALOGUE if p.topology is topology]
-        narrow = [p for p in plans if topology is Topology.SINGLE or p.agents <= self.max_agents]
-        if not narrow:
-            fewest = min(p.agents for p in plans)
+        wide_enough = permitted_plans([topology], self.max_agents)
+        if not wide_enough:
+            fewest = min(p.agents for p in CATALOGUE if p.topology is topology)
             raise ValueError(
                 f"spec.topologies allows {topology.value}, whose smallest plan has {fewest} "
                 f"agents, but spec.maxAgents is {self.max_agents}: raise maxAgents to "
                 f"{fewest} or remove {topology.value}"
             )
-        if self.roles is not None:
-            roles = set(self.roles)
-            if not any(all(r in roles for w in p.waves for r in w) for p in narrow):
-                needed = sorted({r.value for w in narrow[0].waves for r in w} - roles)
-                raise ValueError(
-                    f"spec.roles leaves {topology.value} no plan: it needs "
-                    f"{', '.join(needed)}; add them to spec.roles or remove {topology.value}"
-                )
+        if self.roles is not None and not permitted_plans([topology], self.max_agents, self.roles):
+            first = CATALOGUE[wide_enough[0]]
+            needed = sorted({r.value for w in first.waves for r in w} - set(self.roles))
+            raise ValueError(
+                f"spec.roles leaves {topology.value} no plan: it needs "
+                f"{', '.join(needed)}; add them to spec.roles or remove {topology.value}"
+            )
 
 
 class PipelineStatus(CamelModel):

@@ -52,19 +52,25 @@ CATALOGUE: tuple[Plan, ...] = (
 )
 
 
-def allowed_plans(
+def permitted_plans(
     topologies: Iterable[Topology], max_agents: int, roles: Iterable[Role] | None = None
 ) -> list[int]:
-    """Catalogue indices a pipeline permits (by topology, width and, if it restricts them,
-    the roles its agents take), always non-empty. The AgentPipeline spec refuses limits
-    that admit no plan, so the single-agent fallback is a last guard."""
+    """Catalogue indices within a pipeline's limits: its topologies, its width and, if it
+    restricts them, the roles its agents take. May be empty (the spec checks it is not)."""
     allowed = set(topologies)
     permitted = None if roles is None else set(roles)
-    ok = [
+    return [
         i
         for i, p in enumerate(CATALOGUE)
         if p.topology in allowed
         and (p.topology is Topology.SINGLE or p.agents <= max_agents)
         and (permitted is None or all(r in permitted for wave in p.waves for r in wave))
     ]
-    return ok or [0]
+
+
+def allowed_plans(
+    topologies: Iterable[Topology], max_agents: int, roles: Iterable[Role] | None = None
+) -> list[int]:
+    """The permitted plans, always non-empty: the AgentPipeline spec refuses limits that
+    admit no plan, so the single-agent fallback is a last guard."""
+    return permitted_plans(topologies, max_agents, roles) or [0]
