@@ -23,15 +23,11 @@ from typing import Any
 
 from ..api.config import AdmissionClass, EndpointRoute, Routing
 from ..telemetry.urls import instance_of
+from ..telemetry.vllm_metrics import COUNT_GAUGES, GAUGES, SHARE_GAUGES
 
 POOL_LABEL = "inframind_io_pool"
 _BY = f"namespace, pod, instance, {POOL_LABEL}"
 _VLLM = "vllm[:_]"
-# Request counts add up over an engine's series (one per engine core); a KV usage share
-# is their mean. gpu_cache_usage_perc is the KV gauge as older vLLM releases name it.
-_SUMMED = {"num_requests_waiting": "waiting", "num_requests_running": "running"}
-_AVERAGED = {"kv_cache_usage_perc": "kv_usage", "gpu_cache_usage_perc": "kv_usage"}
-_GAUGES = {**_SUMMED, **_AVERAGED}
 
 # Above this KV-cache usage with requests waiting, an endpoint is saturated: new calls
 # would queue behind preemptions (vLLM recomputes evicted sequences).
@@ -45,10 +41,10 @@ def _tag(expr: str, signal: str) -> str:
 
 
 def build_load_queries(window: str = "1m") -> dict[str, str]:
-    """The PromQL of one metrics loop, by what it yields. Three queries, constant in the
+    """The PromQL of one metrics loop, by what it yields. Four queries, constant in the
     number of pools and pods: every signal of a kind rides in one query, told apart by
     `__name__` or a `signal` label."""
-    summed, averaged = "|".join(_SUMMED), "|".join(_AVERAGED)
+    summed, averaged = "|".join(COUNT_GAUGES), "|".join(SHARE_GAUGES)
 
     def quantile(q: float, hist: str) -> str:
         buckets = f'{{__name__=~"{_VLLM}{hist}_bucket"}}'
@@ -146,11 +142,11 @@ def build_series(results: Mapping[str, Sequence[Mapping[str, Any]]]) -> list[Ser
     for sample in results.get("gauges", ()):
         metric = sample.get("metric", {})
         name = metric.get("__name__", "")
-        signal = _GAUGES.get(name[5:]) if name.startswith(("vllm:", "vllm_")) else None
+        signal = GAUGES.get(name[5:]) if name.startswith(("vllm:", "vllm_")) else None
         value = _value(sample)
         if signal and value is not None:
             t = target(metric)
-            if name[5:] in _AVERAGED:  # one share, whichever names the engine exports
+            if name[5:] in SHARE_GAUGES:  # one share, whichever names the engine exports
                 t.values[signal] = max(t.values.get(signal, 0.0), value)
             else:
                 t.values[signal] = t.values.get(signal, 0.0) + value

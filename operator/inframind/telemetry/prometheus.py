@@ -28,6 +28,7 @@ from urllib3.util.retry import Retry
 
 from .scrape import EndpointLoad
 from .urls import instance_of
+from .vllm_metrics import COUNT_GAUGES, SHARE_GAUGES
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +36,8 @@ _NAME = "vllm[:_]"
 # Gauges (and the preemption counter, as scrape.py reports it) in one query; grouping by
 # __name__ keeps the series apart. Field names match EndpointLoad. Counts add up over an
 # engine's series (one per engine core); a usage share is their mean, as scrape.py has it.
-_SUMMED = {
-    "num_requests_waiting": "waiting",
-    "num_requests_running": "running",
-    "num_preemptions_total": "preemptions",
-}
-_AVERAGED = {"kv_cache_usage_perc": "kv_usage", "gpu_cache_usage_perc": "kv_usage"}
+_SUMMED = {**COUNT_GAUGES, "num_preemptions_total": "preemptions"}
+_AVERAGED = SHARE_GAUGES
 _INSTANT = {**_SUMMED, **_AVERAGED}
 
 

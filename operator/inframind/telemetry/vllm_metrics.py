@@ -13,12 +13,14 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-GAUGES = {
-    "num_requests_waiting": "waiting",
-    "num_requests_running": "running",
+# The gauges routed on, by vLLM's name (without `vllm:`): request counts, which add up
+# over an engine's cores, and the KV-cache usage share, which is their mean.
+COUNT_GAUGES = {"num_requests_waiting": "waiting", "num_requests_running": "running"}
+SHARE_GAUGES = {
     "kv_cache_usage_perc": "kv_usage",
     "gpu_cache_usage_perc": "kv_usage",  # the same gauge, as older vLLM releases name it
 }
+GAUGES = {**COUNT_GAUGES, **SHARE_GAUGES}
 HISTOGRAMS = {
     "time_to_first_token_seconds": "ttft",
     "e2e_request_latency_seconds": "e2e",
