@@ -102,7 +102,7 @@ GATEWAY_TUNABLE = (
     "prometheus_url",
     "prometheus_timeout_seconds",
 )
-ENV_PREFIX = "INFRAMIND_"
+ENV_PREFIX = Settings.model_config["env_prefix"]
 
 
 def env_name(setting: str) -> str:

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from ..api import API_VERSION, AgentPipelineSpec, ModelPoolSpec
 from ..api.common import GATEWAY_CONFIG_KEY, POLICY_VERSION_ANNOTATION, now_rfc3339
 from ..api.config import PipelineConfig, PoolConfig
-from ..settings import Settings
+from ..settings import Settings, env_name
 from .loads import build_routes, build_routing
 
 MANAGED_BY = "inframind"
@@ -544,11 +544,11 @@ def build_gateway_deployment(
     env: list[Obj] = [
         {"name": "INFRAMIND_GATEWAY_PORT", "value": str(settings.gateway_port)},
     ]
-    given = {e.name for e in gw.env}
-    if settings.prometheus_url and "INFRAMIND_PROMETHEUS_URL" not in given:
+    prometheus = env_name("prometheus_url")
+    if settings.prometheus_url and prometheus not in {e.name for e in gw.env}:
         # Where the operator reads engine metrics, its gateways can too: their second
         # source when a direct scrape fails.
-        env.append({"name": "INFRAMIND_PROMETHEUS_URL", "value": settings.prometheus_url})
+        env.append({"name": prometheus, "value": settings.prometheus_url})
     env += [{"name": e.name, "value": e.value} for e in gw.env]
     if gw.auth_secret_ref is not None:
         ref = gw.auth_secret_ref
